@@ -1,0 +1,1 @@
+"""The front doors: the command line (and, as they land, the language server and the socket)."""

@@ -1,0 +1,209 @@
+"""The `exlsp` command line. Errors the user can fix end in one line on stderr and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from exlsp import __version__
+from exlsp.runtime import (
+    BackendConfig,
+    Delta,
+    Engine,
+    ExlspError,
+    GenerationRequest,
+    Priority,
+    resolve_model,
+)
+from exlsp.runtime import load_engine as _load_engine
+
+log = logging.getLogger("exlsp")
+
+DEMO_PROMPT = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n    if n'
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="PATH", help="a .gguf file (llama.cpp) or a model directory (ExLlamaV2)")
+    p.add_argument("--backend", choices=("auto", "exllamav2", "llamacpp"), default="auto")
+    p.add_argument("--lanes", type=int, default=4, help="KV cache lanes (default 4)")
+    p.add_argument("--ctx", type=int, default=4096, help="context tokens per lane (default 4096)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for llama.cpp (default: all)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="exlsp", description="One resident local LLM for editors and shells.")
+    parser.add_argument("--version", action="version", version=f"exlsp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    daemon = sub.add_parser("daemon", help="load the model, show a live demo, and keep it resident until Ctrl-C")
+    _add_model_options(daemon)
+    daemon.add_argument("--no-demo", action="store_true", help="skip the start-up demonstration")
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    typing_ = bench_sub.add_parser("typing", help="replay typing a file: KV lanes vs no reuse")
+    _add_model_options(typing_)
+    typing_.add_argument("--file", required=True, type=Path, help="a real source file to type")
+    typing_.add_argument("--start-line", type=int, default=None, help="line to type at (default: the middle)")
+    typing_.add_argument("--chars", type=int, default=48, help="characters to type (default 48)")
+    typing_.add_argument("--budget", type=int, default=1024, help="prompt budget in tokens (default 1024)")
+    typing_.add_argument("--max-tokens", type=int, default=16, help="tokens per completion (default 16)")
+    typing_.add_argument("--json", action="store_true", help="print one JSON object")
+    typing_.add_argument("--out", type=Path, help="also write the JSON to this file")
+    return parser
+
+
+class LoadProgress:
+    """A one-line progress display on stderr (never stdout: stdout may carry a protocol)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.t0 = time.perf_counter()
+        self._last = -1
+
+    def __call__(self, fraction: float) -> None:
+        pct = int(fraction * 100)
+        if pct != self._last and (pct - self._last >= 5 or pct == 100):
+            self._last = pct
+            bar = "#" * (pct // 5)
+            sys.stderr.write(f"\r{self.label} [{bar:<20}] {pct:3d}%")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        sys.stderr.write(f"\r{self.label} [{'#' * 20}] 100%  ({time.perf_counter() - self.t0:.1f} s)\n")
+        sys.stderr.flush()
+
+
+def load_engine_from_args(args: argparse.Namespace, lane_groups: dict[str, int] | None = None) -> Engine:
+    spec = resolve_model(args.model, args.backend)
+    progress = LoadProgress(f"loading {spec.name} ({spec.backend})")
+    config = BackendConfig(n_lanes=args.lanes, n_ctx=args.ctx, n_threads=args.threads)
+    if lane_groups is None:
+        lane_groups = default_lane_groups(args.lanes)
+    engine = _load_engine(spec, config, lane_groups=lane_groups, progress=progress)
+    progress.done()
+    return engine
+
+
+def default_lane_groups(n: int) -> dict[str, int]:
+    """Chat and shell get a lane each so they never evict the completion lanes."""
+    if n >= 4:
+        return {"completion": n - 2, "shell": 1, "chat": 1}
+    if n == 3:
+        return {"completion": 2, "chat": 1}
+    return {"completion": n}
+
+
+def _describe(final: Any) -> str:
+    return (
+        f"prompt {final.prompt_tokens} tokens: {final.reused_tokens} reused, {final.prefilled_tokens} prefilled; "
+        f"first token {final.ttft_ms:.0f} ms; {final.generated_tokens} tokens at {final.decode_tok_s:.0f} tok/s"
+    )
+
+
+async def demo(engine: Engine, out=sys.stdout) -> None:
+    """One completion streamed live, then the same prompt one keystroke later to show reuse."""
+    out.write(f"--- demo: completing with {engine.backend.model_name} ---\n{DEMO_PROMPT}")
+    out.flush()
+    request = dict(max_tokens=48, priority=Priority.INLINE, lane_group="completion", stop=["\n\n", "\ndef "])
+    stream = await engine.generate(GenerationRequest(prompt=DEMO_PROMPT, **request))
+    async for event in stream:
+        if isinstance(event, Delta):
+            out.write(event.text)
+            out.flush()
+    first = stream.final
+    out.write(f"\n--- cold cache: {_describe(first)}\n")
+    # The user accepts the first suggested line; the next request reuses the lane.
+    typed = DEMO_PROMPT + first.text.split("\n", 1)[0] + "\n"
+    again = await engine.complete(GenerationRequest(prompt=typed, **request))
+    out.write(f"--- accepted the first line, asked again:\n{typed}{again.text}\n")
+    out.write(f"--- warm lane: {_describe(again)}\n")
+    s = engine.status()
+    out.write(f"--- cache: hit rate {s['cache_hit_rate']:.0%}, lanes {[la['tokens'] for la in s['lanes']]}\n")
+    out.flush()
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    import anyio
+
+    engine = load_engine_from_args(args)
+
+    async def main() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            if not args.no_demo:
+                await demo(engine)
+            sys.stderr.write("exlsp: model resident; press Ctrl-C to stop\n")
+            sys.stderr.flush()
+            async for _ in signals:
+                break
+
+    try:
+        anyio.run(main)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.close()
+    sys.stderr.write("exlsp: stopped\n")
+    return 0
+
+
+def cmd_bench_typing(args: argparse.Namespace) -> int:
+    import anyio
+
+    from exlsp.runtime.bench_typing import TypingReplay, run_typing_bench
+
+    if not args.file.is_file():
+        raise ExlspError(f"file not found: {args.file}")
+    replay = TypingReplay.from_file(args.file, args.start_line, args.chars, args.budget)
+    engine = load_engine_from_args(args, lane_groups={"completion": max(1, args.lanes - 1), "chat": 1})
+    try:
+        result = anyio.run(
+            lambda: run_typing_bench(engine, replay, max_tokens=args.max_tokens, file=str(args.file))
+        )
+    finally:
+        engine.close()
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    if args.json:
+        print(text)
+    else:
+        for mode, m in result["modes"].items():
+            print(
+                f"{mode:>9}: ttft p50 {m['ttft_p50_ms']} ms p95 {m['ttft_p95_ms']} ms, "
+                f"prefill {m['prefill_tokens_mean']} / prompt {m['prompt_tokens_mean']} tokens"
+            )
+        print(f"   ratios: {result['ratios']}")
+    return 0
+
+
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # SIGTERM before the event loop runs (e.g. during a model load) ends as cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handlers = {"daemon": cmd_daemon, "bench": cmd_bench_typing}
+    try:
+        return handlers[args.command](args)
+    except ExlspError as exc:
+        sys.stderr.write(f"exlsp: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("\nexlsp: interrupted\n")
+        return 130

@@ -1,0 +1,1 @@
+"""Prompt building, context gathering and post-processing plugins (pluggy, project ``exlsp``)."""

@@ -29,6 +29,9 @@ class CompletionQuery:
     trigger: Literal["automatic", "invoked"] = "automatic"
     max_tokens: int = 64
     candidates: int = 1
+    # Per-request overrides of the assistant's settings (from the editor's configuration).
+    budget_tokens: int | None = None
+    time_budget_ms: float | None = None
     # Other documents the editor knows (path -> text), for context providers.
     open_documents: dict[str, str] = field(default_factory=dict)
 
@@ -96,6 +99,8 @@ class Prompt:
 
     tokens: list[int]
     stop: list[str] = field(default_factory=list)
+    # Tokens that end the completion although they decode to no text (<|file_sep|>, <fim_pad>).
+    stop_tokens: list[int] = field(default_factory=list)
     n_keep: int = 0
     add_bos: bool = True
 

@@ -23,6 +23,8 @@ from exlsp.runtime import (
 )
 from exlsp.runtime import load_engine as _load_engine
 
+from . import cli_clients
+
 log = logging.getLogger("exlsp")
 
 DEMO_PROMPT = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n    if n'
@@ -34,6 +36,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lanes", type=int, default=4, help="KV cache lanes (default 4)")
     p.add_argument("--ctx", type=int, default=4096, help="context tokens per lane (default 4096)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for llama.cpp (default: all)")
+    p.add_argument("--socket", help="Unix socket path (default: $EXLSP_SOCKET or the per-user default)")
+    p.add_argument("--config", type=Path, help="config file (default: $XDG_CONFIG_HOME/exlsp/config.toml)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
 
 
@@ -45,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     daemon = sub.add_parser("daemon", help="load the model, show a live demo, and keep it resident until Ctrl-C")
     _add_model_options(daemon)
     daemon.add_argument("--no-demo", action="store_true", help="skip the start-up demonstration")
+
+    serve = sub.add_parser("serve", help="the language server on stdio (what editors launch)")
+    _add_model_options(serve)
+
+    cli_clients.add_parsers(sub)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -130,19 +139,50 @@ async def demo(engine: Engine, out=sys.stdout) -> None:
     out.flush()
 
 
+def load_plugins(args: argparse.Namespace):
+    """The plugin manager, from the config file (invalid settings: defaults and a warning)."""
+    from exlsp.plugins.manager import PluginManager
+    from exlsp.plugins.settings import load_config
+
+    config = load_config(args.config)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    plugins = PluginManager(
+        local_dirs=config.plugins_dirs,
+        allow=config.plugins_allow,
+        block=config.plugins_block,
+        settings=config.plugin_settings,
+    )
+    plugins.load()
+    return plugins, config
+
+
 def cmd_daemon(args: argparse.Namespace) -> int:
     import anyio
 
+    from exlsp.plugins.assistant import Assistant
+
+    from .owner import Owner
+    from .socket_paths import resolve_socket_path
+
+    socket_path = resolve_socket_path(args.socket)
+    plugins, _ = load_plugins(args)
     engine = load_engine_from_args(args)
+    assistant = Assistant(engine, plugins)
 
     async def main() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            if not args.no_demo:
-                await demo(engine)
-            sys.stderr.write("exlsp: model resident; press Ctrl-C to stop\n")
-            sys.stderr.flush()
-            async for _ in signals:
-                break
+            async with anyio.create_task_group() as tg:
+                owner = Owner(assistant, plugins, socket_path)
+                await owner.start(tg)
+                if not args.no_demo:
+                    await demo(engine)
+                where = f"socket {socket_path}" if owner.socket else f"no socket: {owner.socket_error}"
+                sys.stderr.write(f"exlsp: model resident ({where}); press Ctrl-C to stop\n")
+                sys.stderr.flush()
+                async for _ in signals:
+                    break
+                tg.cancel_scope.cancel()
 
     try:
         anyio.run(main)
@@ -152,6 +192,36 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         engine.close()
     sys.stderr.write("exlsp: stopped\n")
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .owner import Owner
+    from .serve import protect_stdout, quiet_protocol_tracebacks, serve_stdio
+    from .socket_paths import resolve_socket_path
+
+    spec = resolve_model(args.model, args.backend)  # a bad path fails here, before any protocol
+    proto_out = protect_stdout()
+    quiet_protocol_tracebacks()
+    socket_path = resolve_socket_path(args.socket)
+    plugins, config = load_plugins(args)
+    backend_config = BackendConfig(n_lanes=args.lanes, n_ctx=args.ctx, n_threads=args.threads)
+    stdin = sys.stdin.buffer
+
+    async def main() -> int:
+        return await serve_stdio(
+            spec,
+            backend_config,
+            default_lane_groups(args.lanes),
+            plugins,
+            proto_out=proto_out,
+            stdin=stdin,
+            file_settings=config.raw.get("lsp", {}) if isinstance(config.raw.get("lsp"), dict) else {},
+            extra_services=lambda tg, assistant: tg.start_soon(Owner(assistant, plugins, socket_path).start, tg),
+        )
+
+    return anyio.run(main)
 
 
 def cmd_bench_typing(args: argparse.Namespace) -> int:
@@ -198,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    handlers = {"daemon": cmd_daemon, "bench": cmd_bench_typing}
+    handlers = {"daemon": cmd_daemon, "serve": cmd_serve, "bench": cmd_bench_typing, **cli_clients.HANDLERS}
     try:
         return handlers[args.command](args)
     except ExlspError as exc:

@@ -47,13 +47,14 @@ def test_truncated_model_file(tmp_path):
     assert "cut.gguf" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def _start_daemon(*extra: str) -> tuple[subprocess.Popen[str], str]:
+def _start_daemon(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
     proc = subprocess.Popen(
-        [*EXLSP, "daemon", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+        [*EXLSP, "daemon", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
     )
     err = ""
     deadline = time.monotonic() + 90
-    while "model resident" not in err and time.monotonic() < deadline:
+    while "press Ctrl-C" not in err and time.monotonic() < deadline:
         ch = proc.stderr.read(1)
         if not ch:
             break
@@ -63,9 +64,20 @@ def _start_daemon(*extra: str) -> tuple[subprocess.Popen[str], str]:
 
 @pytest.mark.model
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_daemon_demo_then_clean_stop(sig):
-    proc, err = _start_daemon()
+def test_daemon_demo_then_clean_stop(sig, tmp_path):
+    proc, err = _start_daemon(tmp_path)
+    try:
+        _check_demo_and_stop(proc, err, sig, tmp_path)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _check_demo_and_stop(proc, err, sig, tmp_path):
     assert "model resident" in err, err
+    sock = tmp_path / "exlsp" / "exlsp.sock"
+    assert f"socket {sock}" in err and sock.is_socket()
+    assert (sock.stat().st_mode & 0o777) == 0o600 and (sock.parent.stat().st_mode & 0o777) == 0o700
     assert "loading SmolLM2-135M-Instruct.Q4_1 (llamacpp)" in err and "100%" in err
     proc.send_signal(sig)
     out, rest = proc.communicate(timeout=30)
@@ -76,6 +88,7 @@ def test_daemon_demo_then_clean_stop(sig):
     warm = next(line for line in out.splitlines() if line.startswith("--- warm lane:"))
     reused = int(warm.split("tokens: ")[1].split(" reused")[0])
     assert reused > 15  # the follow-up request reused the first one's KV cache
+    assert not sock.exists()  # a clean exit removes the socket
 
 
 @pytest.mark.model

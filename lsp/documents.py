@@ -1,0 +1,60 @@
+"""Reading a cursor's surroundings from a synced document, within budgets.
+
+A 10 MB file or a binary one must not stall the server: only a bounded window of characters
+around the cursor is ever sliced out (the exact token budget is applied later, by the prompt
+layout), and documents that look binary get no completion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lsprotocol import types
+
+# Characters around the cursor handed to the prompt builder; at ~3-4 characters a token this is
+# far more than any prompt budget, and cheap to slice.
+PREFIX_CHARS = 48_000
+SUFFIX_CHARS = 16_000
+
+
+@dataclass(frozen=True, slots=True)
+class CursorContext:
+    prefix: str
+    suffix: str
+    line_prefix: str  # the current line up to the cursor
+    line_suffix: str  # the current line after the cursor
+    offset: int  # cursor offset in the document (characters)
+
+
+def looks_binary(text: str) -> bool:
+    sample = text[:8192]
+    return "\x00" in sample or sum(ch < " " and ch not in "\t\n\r\f" for ch in sample) > len(sample) // 10
+
+
+def clamp_position(lines: list[str] | tuple[str, ...], position: types.Position) -> types.Position:
+    """Positions past the end clamp to the end (clients do send them after fast edits)."""
+    if not lines:
+        return types.Position(line=0, character=0)
+    if position.line >= len(lines):
+        last = len(lines) - 1
+        return types.Position(line=last, character=len(lines[last].encode("utf-16-le")) // 2)
+    return position
+
+
+def cursor_context(doc, position: types.Position) -> CursorContext:
+    """``doc`` is a pygls TextDocument (positions in the negotiated encoding)."""
+    source: str = doc.source
+    lines = doc.lines
+    position = clamp_position(lines, position)
+    offset = min(doc.offset_at_position(position), len(source))
+    line_start = source.rfind("\n", 0, offset) + 1
+    line_end = source.find("\n", offset)
+    if line_end < 0:
+        line_end = len(source)
+    return CursorContext(
+        prefix=source[max(0, offset - PREFIX_CHARS) : offset],
+        suffix=source[offset : offset + SUFFIX_CHARS],
+        line_prefix=source[line_start:offset],
+        line_suffix=source[offset:line_end].rstrip("\r"),
+        offset=offset,
+    )

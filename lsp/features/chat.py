@@ -1,0 +1,116 @@
+"""``exlsp/chat``: a chat answer streamed as ``$/progress`` on the client's ``workDoneToken``
+(begin -> one report per delta, the delta in ``message`` -> end); the request returns the full
+text. ``$/cancelRequest`` stops the generation at the next token. Chat runs on its own lane.
+
+Params (validated here: pygls gives custom methods no typed route, and silence is no answer)::
+
+    {"messages": [{"role": "user", "content": "..."}],
+     "textDocument": {"uri": "..."}, "selection": {"start": {...}, "end": {...}},
+     "workDoneToken": "...", "maxTokens": 512}
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
+
+from exlsp.plugins.api import ChatMessage, ChatQuery
+
+from ..documents import looks_binary
+from .params import raw_params
+
+if TYPE_CHECKING:
+    from ..server import ExlspServer
+
+METHOD = "exlsp/chat"
+
+
+class _Message(msgspec.Struct):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class _Position(msgspec.Struct):
+    line: int
+    character: int
+
+
+class _Range(msgspec.Struct):
+    start: _Position
+    end: _Position
+
+
+class _Doc(msgspec.Struct):
+    uri: str
+
+
+class ChatParams(msgspec.Struct, rename="camel"):
+    messages: list[_Message]
+    text_document: _Doc | None = None
+    selection: _Range | None = None
+    work_done_token: str | int | None = None
+    partial_result_token: str | int | None = None
+    max_tokens: int | None = None
+
+
+def parse(params: Any) -> ChatParams:
+    try:
+        parsed = msgspec.convert(raw_params(params), ChatParams)
+    except msgspec.ValidationError as exc:
+        raise JsonRpcInvalidParams(f"exlsp/chat: {exc}") from None
+    if not parsed.messages:
+        raise JsonRpcInvalidParams("exlsp/chat: messages must not be empty")
+    return parsed
+
+
+def _query(ls: ExlspServer, p: ChatParams) -> ChatQuery:
+    query = ChatQuery(
+        messages=[ChatMessage(m.role, m.content) for m in p.messages],
+        max_tokens=min(p.max_tokens or ls.exlsp.settings.chat.max_tokens, ls.exlsp.settings.chat.max_tokens * 8),
+    )
+    if p.text_document and p.text_document.uri in ls.workspace.text_documents:
+        doc = ls.workspace.get_text_document(p.text_document.uri)
+        if not looks_binary(doc.source):
+            query.document = doc.source
+            query.path = doc.path or p.text_document.uri
+            query.language = doc.language_id or ""
+            if p.selection is not None:
+                start = doc.offset_at_position(types.Position(p.selection.start.line, p.selection.start.character))
+                end = doc.offset_at_position(types.Position(p.selection.end.line, p.selection.end.character))
+                query.selection = doc.source[min(start, end) : max(start, end)] or None
+    return query
+
+
+async def handle(ls: ExlspServer, params: Any) -> dict[str, Any]:
+    p = parse(params)
+    assistant = await ls.exlsp.wait_ready(timeout=None)
+    if assistant is None:
+        raise JsonRpcInvalidParams(f"exlsp/chat: the model is not loaded ({ls.exlsp.load_error})")
+    token = p.work_done_token
+    progress = ls.work_done_progress
+    if token is not None:
+        progress.begin(token, types.WorkDoneProgressBegin(title="exlsp chat", cancellable=True))
+
+    def on_delta(text: str) -> None:
+        if token is not None:
+            progress.report(token, types.WorkDoneProgressReport(message=text))
+        if p.partial_result_token is not None:
+            ls.protocol.notify("$/progress", {"token": p.partial_result_token, "value": {"delta": text}})
+
+    answer = None
+    try:
+        answer = await assistant.chat(_query(ls, p), on_delta)
+    finally:
+        if token is not None:
+            progress.end(token, types.WorkDoneProgressEnd(message="cancelled" if answer is None else "done"))
+    stats = answer.stats
+    return {
+        "text": answer.text,
+        "stopReason": answer.stop_reason,
+        "promptTokens": getattr(stats, "prompt_tokens", 0),
+        "reusedTokens": getattr(stats, "reused_tokens", 0),
+        "generatedTokens": getattr(stats, "generated_tokens", 0),
+    }

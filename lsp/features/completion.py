@@ -1,0 +1,61 @@
+"""``textDocument/completion``: the fallback for clients without inline completion. With the
+default setting ``completion.fallback = "auto"`` it answers only clients that do not advertise
+``textDocument.inlineCompletion``, so editors with both never get the same text twice."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lsprotocol import types
+
+from exlsp.plugins.api import CompletionQuery
+
+from ..documents import cursor_context, looks_binary
+
+if TYPE_CHECKING:
+    from ..server import ExlspServer
+
+
+def enabled(ls: ExlspServer) -> bool:
+    mode = ls.exlsp.settings.completion.fallback
+    if mode == "off" or not ls.exlsp.settings.completion.enabled:
+        return False
+    if mode == "on":
+        return True
+    caps = ls.client_capabilities.text_document
+    return caps is None or caps.inline_completion is None
+
+
+async def handle(ls: ExlspServer, params: types.CompletionParams) -> types.CompletionList:
+    empty = types.CompletionList(is_incomplete=False, items=[])
+    uri = params.text_document.uri
+    if not enabled(ls) or uri not in ls.workspace.text_documents:
+        return empty
+    doc = ls.workspace.get_text_document(uri)
+    if len(doc.source) > ls.exlsp.settings.completion.max_document_bytes or looks_binary(doc.source):
+        return empty
+    assistant = await ls.exlsp.wait_ready(timeout=5.0)
+    if assistant is None:
+        return empty
+    ctx = cursor_context(doc, params.position)
+    query = CompletionQuery(prefix=ctx.prefix, suffix=ctx.suffix, language=doc.language_id or "",
+                            path=doc.path or uri, trigger="invoked",
+                            max_tokens=ls.exlsp.settings.completion.max_tokens,
+                            budget_tokens=ls.exlsp.settings.completion.budget_tokens,
+                            time_budget_ms=ls.exlsp.settings.completion.time_budget_ms)
+    answer = await assistant.complete(query, supersede_key=uri)
+    if not answer.text.strip():
+        return empty
+    label = answer.text.split("\n", 1)[0].strip() or answer.text.strip()
+    item = types.CompletionItem(
+        label=label[:80],
+        kind=types.CompletionItemKind.Text,
+        detail="exlsp",
+        insert_text=answer.text,
+        insert_text_format=types.InsertTextFormat.PlainText,
+        text_edit=types.TextEdit(range=types.Range(start=params.position, end=params.position), new_text=answer.text),
+        command=types.Command(title="exlsp: accepted", command="exlsp.accept",
+                              arguments=[{"uri": uri, "kind": "completion-fallback"}]),
+        sort_text="0",
+    )
+    return types.CompletionList(is_incomplete=True, items=[item])

@@ -1,0 +1,25 @@
+"""``exlsp/status``: the same content as ``exlsp status`` (model, lanes, cache hit rate, tokens/s,
+uptime, model_loads), plus what the language server itself counts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..server import ExlspServer
+
+METHOD = "exlsp/status"
+
+
+async def handle(ls: ExlspServer, params: Any = None) -> dict[str, Any]:
+    state = ls.exlsp
+    status: dict[str, Any] = {"ready": state.assistant is not None, "loadError": state.load_error}
+    if state.assistant is not None:
+        status.update(state.assistant.status())
+    status["lsp"] = {
+        **state.counters,
+        "attached": state.inflight.attached,
+        "superseded": state.inflight.superseded,
+        "positionEncoding": getattr(ls.workspace.position_encoding, "value", None) if ls.protocol._workspace else None,
+    }
+    return status

@@ -1,0 +1,41 @@
+"""What the process that owns the model runs besides its front door: the Unix socket server and
+the plugin watcher, in the caller's task group. Used by `exlsp daemon` and `exlsp serve`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anyio
+import anyio.abc
+
+from exlsp.plugins.assistant import Assistant
+from exlsp.plugins.manager import PluginManager
+from exlsp.plugins.reload import watch_plugins
+
+from .socket_paths import SocketSetupError
+from .socket_server import SocketServer
+
+log = logging.getLogger(__name__)
+
+
+class Owner:
+    def __init__(self, assistant: Assistant, plugins: PluginManager, socket_path: Path) -> None:
+        self.assistant = assistant
+        self.plugins = plugins
+        self.socket_path = socket_path
+        self.socket: SocketServer | None = None
+        self.socket_error: str | None = None
+
+    async def start(self, tg: anyio.abc.TaskGroup) -> None:
+        """Start the plugin watcher and the socket; a socket that cannot be had is reported,
+        not fatal (the LSP client must keep working)."""
+        await tg.start(watch_plugins, self.plugins)
+        server = SocketServer(self.socket_path, self.assistant)
+        try:
+            await tg.start(server.serve)
+        except* SocketSetupError as group:
+            self.socket_error = str(group.exceptions[0])
+            log.warning("exlsp: no Unix socket: %s", self.socket_error)
+        if self.socket_error is None:
+            self.socket = server

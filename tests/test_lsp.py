@@ -1,0 +1,231 @@
+"""The language server in process (pygls client <-> exlsp server over pipes), real default model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+
+from exlsp.lsp.server import ServerState, build_server
+from exlsp.plugins.assistant import Assistant
+from exlsp.plugins.manager import PluginManager
+
+from lsp_harness import connect, initialize_params, inline_params, open_document
+
+pytestmark = pytest.mark.model
+
+CODE = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n    if n'
+
+
+def make_server(engine, **settings):
+    manager = PluginManager(local_dirs=[], entry_points=True)
+    manager.load()
+    state = ServerState(plugins=manager, file_settings=settings)
+    server = build_server(state)
+    state.set_assistant(Assistant(engine, manager))
+    return server
+
+
+def change(client, uri: str, version: int, line: int, char: int, text: str) -> None:
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[
+                types.TextDocumentContentChangePartial(
+                    range=types.Range(start=types.Position(line, char), end=types.Position(line, char)), text=text
+                )
+            ],
+        )
+    )
+
+
+async def status(client) -> dict:
+    return await client.request("exlsp/status", {})
+
+
+async def test_capabilities_and_inline_completion(real_engine):
+    server = make_server(real_engine)
+    async with connect(server) as client:
+        result = await client.initialize_async(initialize_params())
+        caps = result.capabilities
+        assert caps.inline_completion_provider is not None
+        assert caps.completion_provider is not None
+        assert set(caps.execute_command_provider.commands) >= {"exlsp.accept", "exlsp.reloadPlugins", "exlsp.clearCache"}
+        assert caps.position_encoding == types.PositionEncodingKind.Utf16
+        client.initialized(types.InitializedParams())
+        await open_document(client, "file:///t/fib.py", CODE)
+        got = await client.text_document_inline_completion_async(inline_params("file:///t/fib.py", 2, 8))
+        items = got.items if isinstance(got, types.InlineCompletionList) else got
+        assert items and items[0].insert_text.strip()
+        assert items[0].range.start == types.Position(2, 8)
+        assert items[0].command.command == "exlsp.accept"
+        await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="exlsp.accept", arguments=items[0].command.arguments)
+        )
+        st = await status(client)
+        assert st["accepted"] == 1 and st["requests"]["completions"] >= 1
+        assert st["model"] == "SmolLM2-135M-Instruct.Q4_1" and st["model_loads"] >= 1
+
+
+async def test_typing_through_a_suggestion_asks_no_model(real_engine):
+    server = make_server(real_engine)
+    uri = "file:///t/through.py"
+    async with connect(server) as client:
+        await client.initialize_async(initialize_params())
+        await open_document(client, uri, CODE)
+        first = await client.text_document_inline_completion_async(inline_params(uri, 2, 8))
+        text = first.items[0].insert_text
+        assert len(text) >= 2
+        jobs = real_engine.stats.jobs_submitted
+        change(client, uri, 2, 2, 8, text[0])
+        await asyncio.sleep(0.05)
+        again = await client.text_document_inline_completion_async(inline_params(uri, 2, 9))
+        assert again.items[0].insert_text == text[1:]
+        assert real_engine.stats.jobs_submitted == jobs
+        assert (await status(client))["lsp"]["cache_hits"] >= 1
+
+
+async def test_cancel_request_stops_generation(real_engine):
+    server = make_server(real_engine, completion={"maxTokens": 250, "timeBudgetMs": 60000})
+    uri = "file:///t/long.py"
+    async with connect(server) as client:
+        await client.initialize_async(initialize_params())
+        await open_document(client, uri, "# A long list of numbers, one per line:\n")
+        cancelled = real_engine.stats.jobs_cancelled
+        fut = client.request("textDocument/inlineCompletion", inline_params(uri, 1, 0), msg_id="long-1")
+        task = asyncio.ensure_future(fut)
+        await asyncio.sleep(0.4)
+        client.cancel("long-1")
+        with pytest.raises(JsonRpcException):
+            await task
+        for _ in range(50):
+            if real_engine.stats.jobs_cancelled > cancelled:
+                break
+            await asyncio.sleep(0.02)
+        assert real_engine.stats.jobs_cancelled == cancelled + 1
+        generated = real_engine.stats.generated_tokens
+        await asyncio.sleep(0.3)
+        assert real_engine.stats.generated_tokens == generated
+
+
+async def test_newer_request_supersedes_older(real_engine):
+    server = make_server(real_engine, completion={"maxTokens": 250, "timeBudgetMs": 60000})
+    uri = "file:///t/super.py"
+    async with connect(server) as client:
+        await client.initialize_async(initialize_params())
+        await open_document(client, uri, "# numbers:\n1\n")
+        old = asyncio.ensure_future(client.request("textDocument/inlineCompletion", inline_params(uri, 2, 0)))
+        await asyncio.sleep(0.3)
+        change(client, uri, 2, 0, 0, "# squares\n")  # an edit above the cursor: not typing-through
+        await asyncio.sleep(0.05)
+        new = await client.text_document_inline_completion_async(inline_params(uri, 3, 0))
+        with pytest.raises(JsonRpcException):
+            await old
+        assert isinstance(new, types.InlineCompletionList)
+        st = await status(client)
+        assert st["lsp"]["superseded"] >= 1
+
+
+async def test_chat_streams_progress_and_returns_text(real_engine):
+    server = make_server(real_engine)
+    async with connect(server) as client:
+        await client.initialize_async(initialize_params())
+        params = {"messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+                  "workDoneToken": "chat-1", "maxTokens": 40}
+        result = await client.request("exlsp/chat", params)
+        await asyncio.sleep(0.05)
+        values = client.progress["chat-1"]
+        assert values[0]["kind"] == "begin" and values[-1]["kind"] == "end"
+        streamed = "".join(v["message"] for v in values[1:-1])
+        assert result["text"] and streamed == result["text"]
+        assert result["generatedTokens"] > 0
+
+
+async def test_chat_cancel_and_invalid_params(real_engine):
+    server = make_server(real_engine)
+    async with connect(server) as client:
+        await client.initialize_async(initialize_params())
+        with pytest.raises(JsonRpcException) as bad:
+            await client.request("exlsp/chat", {"messages": "not a list"})
+        assert bad.value.code == -32602
+        with pytest.raises(JsonRpcException):
+            await client.request("exlsp/chat", {"messages": []})
+        cancelled = real_engine.stats.jobs_cancelled
+        params = {"messages": [{"role": "user", "content": "Write a long story about a cat."}],
+                  "workDoneToken": "chat-2", "maxTokens": 400}
+        task = asyncio.ensure_future(client.request("exlsp/chat", params, msg_id="chat-long"))
+        await asyncio.sleep(0.5)
+        client.cancel("chat-long")
+        with pytest.raises(JsonRpcException):
+            await task
+        await asyncio.sleep(0.1)
+        assert real_engine.stats.jobs_cancelled == cancelled + 1
+        assert client.progress["chat-2"][-1]["kind"] == "end"
+
+
+async def test_bad_documents_and_positions(real_engine):
+    server = make_server(real_engine)
+    async with connect(server) as client:
+        await client.initialize_async(initialize_params())
+        unknown = await client.text_document_inline_completion_async(inline_params("file:///nope.py", 0, 0))
+        assert unknown.items == ()
+        await open_document(client, "file:///t/bin.dat", "\x00\x01\x02" * 1000, "plaintext")
+        binary = await client.text_document_inline_completion_async(inline_params("file:///t/bin.dat", 0, 3))
+        assert binary.items == ()
+        await open_document(client, "file:///t/short.py", "x = 1\n")
+        past = await client.text_document_inline_completion_async(inline_params("file:///t/short.py", 40, 99))
+        assert isinstance(past, types.InlineCompletionList)
+        big = "def f():\n    return 1\n" * 500_000  # ~11 MB
+        await open_document(client, "file:///t/big.py", big)
+        huge = await client.text_document_inline_completion_async(inline_params("file:///t/big.py", 10, 0))
+        assert huge.items == ()
+        st = await status(client)  # still alive and answering
+        assert st["ready"] is True
+
+
+async def test_automatic_trigger_mid_word_is_skipped(real_engine):
+    server = make_server(real_engine)
+    uri = "file:///t/mid.py"
+    async with connect(server) as client:
+        await client.initialize_async(initialize_params())
+        await open_document(client, uri, "result = compute_value(x)\n")
+        jobs = real_engine.stats.jobs_submitted
+        got = await client.text_document_inline_completion_async(inline_params(uri, 0, 12, invoked=False))
+        assert got.items == () and real_engine.stats.jobs_submitted == jobs
+
+
+async def test_invalid_settings_warn_and_fall_back(real_engine):
+    server = make_server(real_engine)
+    async with connect(server) as client:
+        await client.initialize_async(initialize_params(completion={"maxTokens": "lots"}))
+        client.initialized(types.InitializedParams())
+        await asyncio.sleep(0.1)
+        assert any("completion.maxTokens" in m.message for m in client.messages)
+        assert server.exlsp.settings.completion.max_tokens == 64
+        client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"exlsp": {"completion": {"enabled": False}}})
+        )
+        await asyncio.sleep(0.05)
+        await open_document(client, "file:///t/off.py", CODE)
+        off = await client.text_document_inline_completion_async(inline_params("file:///t/off.py", 2, 8))
+        assert off.items == ()
+
+
+async def test_completion_fallback_only_for_clients_without_inline(real_engine):
+    server = make_server(real_engine)
+    async with connect(server) as client:
+        await client.initialize_async(initialize_params())
+        await open_document(client, "file:///t/fb.py", CODE)
+        params = types.CompletionParams(
+            text_document=types.TextDocumentIdentifier(uri="file:///t/fb.py"), position=types.Position(2, 8)
+        )
+        got = await client.text_document_completion_async(params)
+        assert got.items == ()
+        client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"completion": {"fallback": "on"}})
+        )
+        await asyncio.sleep(0.05)
+        got = await client.text_document_completion_async(params)
+        assert got.items and got.items[0].insert_text.strip()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="the language server on stdio (what editors launch)")
     _add_model_options(serve)
+    serve.add_argument("--no-attach", action="store_true", help="load the model even if a running exlsp has it")
+    serve.add_argument("--keep-alive", type=float, default=5.0,
+                       help="seconds to keep serving attached editors after the last one leaves (default 5)")
 
     cli_clients.add_parsers(sub)
 
@@ -66,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     typing_.add_argument("--max-tokens", type=int, default=16, help="tokens per completion (default 16)")
     typing_.add_argument("--json", action="store_true", help="print one JSON object")
     typing_.add_argument("--out", type=Path, help="also write the JSON to this file")
+    lsp_bench = bench_sub.add_parser("lsp", help="the typing replay through the language server")
+    _add_model_options(lsp_bench)
+    for name, default in (("--start-line", None), ("--chars", 48), ("--budget", 1024), ("--max-tokens", 16)):
+        lsp_bench.add_argument(name, type=int, default=default)
+    lsp_bench.add_argument("--file", required=True, type=Path)
+    lsp_bench.add_argument("--json", action="store_true")
+    lsp_bench.add_argument("--out", type=Path)
     return parser
 
 
@@ -197,6 +208,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import anyio
 
+    from .attach import find_owner, relay
     from .owner import Owner
     from .serve import protect_stdout, quiet_protocol_tracebacks, serve_stdio
     from .socket_paths import resolve_socket_path
@@ -205,6 +217,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     proto_out = protect_stdout()
     quiet_protocol_tracebacks()
     socket_path = resolve_socket_path(args.socket)
+    owner_lsp = None if args.no_attach else find_owner(socket_path, spec.name)
+    if owner_lsp is not None:
+        log.info("attaching to the exlsp process that owns %s (%s)", spec.name, owner_lsp)
+        code = relay(owner_lsp, sys.stdin.buffer, proto_out)
+        # The stdin reader thread may still sit in a read; a normal interpreter exit would abort
+        # on its buffer lock. Nothing else is left to clean up in a relay.
+        sys.stderr.flush()
+        os._exit(code)
     plugins, config = load_plugins(args)
     backend_config = BackendConfig(n_lanes=args.lanes, n_ctx=args.ctx, n_threads=args.threads)
     stdin = sys.stdin.buffer
@@ -218,13 +238,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             proto_out=proto_out,
             stdin=stdin,
             file_settings=config.raw.get("lsp", {}) if isinstance(config.raw.get("lsp"), dict) else {},
-            extra_services=lambda tg, assistant: tg.start_soon(Owner(assistant, plugins, socket_path).start, tg),
+            owner_factory=lambda assistant: Owner(assistant, plugins, socket_path),
+            keep_alive_s=args.keep_alive,
         )
 
     return anyio.run(main)
 
 
-def cmd_bench_typing(args: argparse.Namespace) -> int:
+def cmd_bench(args: argparse.Namespace) -> int:
     import anyio
 
     from exlsp.runtime.bench_typing import TypingReplay, run_typing_bench
@@ -234,9 +255,14 @@ def cmd_bench_typing(args: argparse.Namespace) -> int:
     replay = TypingReplay.from_file(args.file, args.start_line, args.chars, args.budget)
     engine = load_engine_from_args(args, lane_groups={"completion": max(1, args.lanes - 1), "chat": 1})
     try:
-        result = anyio.run(
-            lambda: run_typing_bench(engine, replay, max_tokens=args.max_tokens, file=str(args.file))
-        )
+        if args.bench == "lsp":
+            from .bench_lsp import run
+
+            result = run(engine, replay, args.max_tokens, str(args.file))
+        else:
+            result = anyio.run(
+                lambda: run_typing_bench(engine, replay, max_tokens=args.max_tokens, file=str(args.file))
+            )
     finally:
         engine.close()
     text = json.dumps(result, indent=2)
@@ -248,8 +274,8 @@ def cmd_bench_typing(args: argparse.Namespace) -> int:
     else:
         for mode, m in result["modes"].items():
             print(
-                f"{mode:>9}: ttft p50 {m['ttft_p50_ms']} ms p95 {m['ttft_p95_ms']} ms, "
-                f"prefill {m['prefill_tokens_mean']} / prompt {m['prompt_tokens_mean']} tokens"
+                f"{mode:>9}: ttft p50 {m.get('ttft_p50_ms')} ms p95 {m.get('ttft_p95_ms')} ms, "
+                f"prefill {m.get('prefill_tokens_mean')} / prompt {m.get('prompt_tokens_mean')} tokens"
             )
         print(f"   ratios: {result['ratios']}")
     return 0
@@ -268,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    handlers = {"daemon": cmd_daemon, "serve": cmd_serve, "bench": cmd_bench_typing, **cli_clients.HANDLERS}
+    handlers = {"daemon": cmd_daemon, "serve": cmd_serve, "bench": cmd_bench, **cli_clients.HANDLERS}
     try:
         return handlers[args.command](args)
     except ExlspError as exc:

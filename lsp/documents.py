@@ -7,6 +7,7 @@ layout), and documents that look binary get no completion.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from lsprotocol import types
@@ -26,9 +27,14 @@ class CursorContext:
     offset: int  # cursor offset in the document (characters)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f]")
+
+
 def looks_binary(text: str) -> bool:
+    """NUL bytes, or more than 10% control characters in the first 8 KB (runs per keystroke:
+    a regex, not a Python loop)."""
     sample = text[:8192]
-    return "\x00" in sample or sum(ch < " " and ch not in "\t\n\r\f" for ch in sample) > len(sample) // 10
+    return "\x00" in sample or len(_CONTROL.findall(sample)) > len(sample) // 10
 
 
 def clamp_position(lines: list[str] | tuple[str, ...], position: types.Position) -> types.Position:

@@ -1,5 +1,6 @@
-"""What the process that owns the model runs besides its front door: the Unix socket server and
-the plugin watcher, in the caller's task group. Used by `exlsp daemon` and `exlsp serve`."""
+"""What the process that owns the model runs besides its front door: the Unix socket server, the
+LSP socket editors attach to, and the plugin watcher, in the caller's task group. Used by
+`exlsp daemon` and `exlsp serve`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from exlsp.plugins.assistant import Assistant
 from exlsp.plugins.manager import PluginManager
 from exlsp.plugins.reload import watch_plugins
 
+from .attach import LspSocketServer, lsp_socket_path, wait_for_attached
 from .socket_paths import SocketSetupError
 from .socket_server import SocketServer
 
@@ -26,6 +28,7 @@ class Owner:
         self.socket_path = socket_path
         self.socket: SocketServer | None = None
         self.socket_error: str | None = None
+        self.lsp: LspSocketServer | None = None
 
     async def start(self, tg: anyio.abc.TaskGroup) -> None:
         """Start the plugin watcher and the socket; a socket that cannot be had is reported,
@@ -37,5 +40,16 @@ class Owner:
         except* SocketSetupError as group:
             self.socket_error = str(group.exceptions[0])
             log.warning("exlsp: no Unix socket: %s", self.socket_error)
-        if self.socket_error is None:
-            self.socket = server
+        if self.socket_error is not None:
+            return
+        self.socket = server
+        lsp = LspSocketServer(lsp_socket_path(self.socket_path), self.assistant, self.plugins)
+        try:
+            await tg.start(lsp.serve)
+            self.lsp = lsp
+        except* SocketSetupError as group:
+            log.warning("exlsp: editors cannot attach: %s", group.exceptions[0])
+
+    async def linger(self, keep_alive_s: float) -> None:
+        """Called when the owner's own client is gone: serve attached editors until they leave."""
+        await wait_for_attached(self.lsp, keep_alive_s)

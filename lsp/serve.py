@@ -176,18 +176,26 @@ async def serve_stdio(
     proto_out: BinaryIO,
     stdin: BinaryIO,
     file_settings: dict[str, Any] | None = None,
-    extra_services: Callable[[anyio.abc.TaskGroup, Assistant], Any] | None = None,
+    owner_factory: Callable[[Assistant], Any] | None = None,
+    keep_alive_s: float = 5.0,
 ) -> int:
+    """Serve one editor on stdio; with ``owner_factory`` also own the sockets (see owner.py) and,
+    when this editor leaves, linger while editors attached through the LSP socket remain."""
     server = build_server(make_state(plugins, file_settings))
     code = 1
+    owners: list[Any] = []
     async with anyio.create_task_group() as tg:
 
         def loaded(assistant: Assistant) -> None:
-            if extra_services is not None:
-                extra_services(tg, assistant)
+            if owner_factory is not None:
+                owner = owner_factory(assistant)
+                owners.append(owner)
+                tg.start_soon(owner.start, tg)
 
         tg.start_soon(load_into, server, spec, config, lane_groups, loaded)
         code = await run_lsp(server, ThreadedReader(stdin), StdoutWriter(proto_out))
+        for owner in owners:
+            await owner.linger(keep_alive_s)
         tg.cancel_scope.cancel()
     if server.exlsp.engine is not None:
         server.exlsp.engine.close()

@@ -12,7 +12,7 @@ from exlsp.lsp.server import ServerState, build_server
 from exlsp.plugins.assistant import Assistant
 from exlsp.plugins.manager import PluginManager
 
-from lsp_harness import connect, initialize_params, inline_params, open_document
+from exlsp.lsp.inprocess import connect, initialize_params, inline_params, open_document
 
 pytestmark = pytest.mark.model
 

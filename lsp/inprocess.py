@@ -1,5 +1,6 @@
-"""An in-process LSP client <-> exlsp server pair over OS pipes, as pygls' own client would talk
-to a subprocess. Open it inside the test (not across a fixture's yield)."""
+"""An in-process LSP client <-> exlsp server pair over OS pipes, as an editor would talk to a
+subprocess: used by the tests and by `exlsp bench lsp`. Open it inside the test (not across a
+fixture's yield)."""
 
 from __future__ import annotations
 

@@ -229,3 +229,46 @@ async def test_completion_fallback_only_for_clients_without_inline(real_engine):
         await asyncio.sleep(0.05)
         got = await client.text_document_completion_async(params)
         assert got.items and got.items[0].insert_text.strip()
+
+
+async def test_model_load_shows_work_done_progress(default_model_path):
+    from exlsp.lsp.serve import load_into
+    from exlsp.runtime import BackendConfig, resolve_model
+
+    manager = PluginManager(local_dirs=[])
+    manager.load()
+    state = ServerState(plugins=manager)
+    server = build_server(state)
+    async with connect(server) as client:
+        await client.initialize_async(initialize_params())
+        client.initialized(types.InitializedParams())
+        await load_into(server, resolve_model(default_model_path), BackendConfig(n_lanes=1, n_ctx=512),
+                        {"completion": 1})
+        await asyncio.sleep(0.1)
+        assert client.created_tokens == ["exlsp/load"]
+        values = client.progress["exlsp/load"]
+        assert values[0]["kind"] == "begin" and "loading" in values[0]["title"]
+        assert values[-1] == {"kind": "end", "message": "ready"}
+        st = await status(client)
+        assert st["ready"] and st["n_ctx"] == 512
+        state.engine.close()
+
+
+async def test_load_failure_is_shown_and_server_stays_up(tmp_path):
+    from exlsp.lsp.serve import load_into
+    from exlsp.runtime import BackendConfig, ModelSpec
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    manager = PluginManager(local_dirs=[])
+    manager.load()
+    server = build_server(ServerState(plugins=manager))
+    async with connect(server) as client:
+        await client.initialize_async(initialize_params())
+        await load_into(server, ModelSpec(broken, "llamacpp"), BackendConfig(n_lanes=1, n_ctx=256), {"completion": 1})
+        await asyncio.sleep(0.1)
+        assert any("broken.gguf" in m.message and m.type == types.MessageType.Error for m in client.messages)
+        st = await status(client)
+        assert st["ready"] is False and "broken.gguf" in st["loadError"]
+        with pytest.raises(JsonRpcException):
+            await client.request("exlsp/chat", {"messages": [{"role": "user", "content": "hi"}]})

@@ -37,21 +37,22 @@ def looks_binary(text: str) -> bool:
     return "\x00" in sample or len(_CONTROL.findall(sample)) > len(sample) // 10
 
 
-def clamp_position(lines: list[str] | tuple[str, ...], position: types.Position) -> types.Position:
-    """Positions past the end clamp to the end (clients do send them after fast edits)."""
+def clamp_position(doc, position: types.Position) -> types.Position:
+    """Positions past the end clamp to the end (clients do send them after fast edits), counted
+    in the negotiated encoding."""
+    lines = doc.lines
     if not lines:
         return types.Position(line=0, character=0)
     if position.line >= len(lines):
         last = len(lines) - 1
-        return types.Position(line=last, character=len(lines[last].encode("utf-16-le")) // 2)
+        return types.Position(line=last, character=doc.position_codec.client_num_units(lines[last].rstrip("\r\n")))
     return position
 
 
 def cursor_context(doc, position: types.Position) -> CursorContext:
     """``doc`` is a pygls TextDocument (positions in the negotiated encoding)."""
     source: str = doc.source
-    lines = doc.lines
-    position = clamp_position(lines, position)
+    position = clamp_position(doc, position)
     offset = min(doc.offset_at_position(position), len(source))
     line_start = source.rfind("\n", 0, offset) + 1
     line_end = source.find("\n", offset)

@@ -87,6 +87,7 @@ def summarize(records: list[Completion]) -> dict[str, Any]:
     def mean(attr: str) -> float:
         return round(statistics.fmean(getattr(r, attr) for r in records), 2)
 
+    fractions = [r.reused_tokens / r.prompt_tokens for r in records if r.prompt_tokens]
     ttft = [r.ttft_ms for r in records]
     total = [r.total_ms for r in records]
     gen = sum(r.generated_tokens for r in records)
@@ -101,6 +102,9 @@ def summarize(records: list[Completion]) -> dict[str, Any]:
         "prefill_tokens_mean": mean("prefilled_tokens"),
         "reused_tokens_mean": mean("reused_tokens"),
         "generated_tokens_mean": mean("generated_tokens"),
+        # Share of each prompt served from the KV cache; "after_first" leaves out the one cold start.
+        "reuse_fraction_mean": round(statistics.fmean(fractions), 4) if fractions else 0.0,
+        "reuse_fraction_after_first": round(statistics.fmean(fractions[1:]), 4) if len(fractions) > 1 else 0.0,
         "decode_tok_s": round(gen / dec, 2) if dec else 0.0,
     }
 

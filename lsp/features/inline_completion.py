@@ -14,13 +14,13 @@ import asyncio
 import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
 from exlsp.plugins.api import Answer, CompletionQuery
 
-from ..documents import CursorContext, cursor_context, looks_binary
+from ..documents import CursorContext, clamp_position, cursor_context, looks_binary
 
 if TYPE_CHECKING:
     from ..server import ExlspServer
@@ -138,7 +138,7 @@ def _should_skip(ls: ExlspServer, params: types.InlineCompletionParams, ctx: Cur
     return None
 
 
-def _items(ls: ExlspServer, uri: str, position: types.Position, text: str, ctx: CursorContext):
+def _items(ls: ExlspServer, uri: str, position: types.Position, text: str, ctx: CursorContext, codec: Any):
     if not text.strip():
         return []
     end = position
@@ -146,7 +146,8 @@ def _items(ls: ExlspServer, uri: str, position: types.Position, text: str, ctx: 
     right = ctx.line_suffix
     if right.strip() and "\n" not in text and first_line.endswith(right.strip()):
         # The completion already contains what is right of the cursor: replace it, don't duplicate.
-        end = types.Position(line=position.line, character=position.character + len(right.encode("utf-16-le")) // 2)
+        # In the negotiated encoding: Neovim counts UTF-8 bytes, VS Code UTF-16 units.
+        end = types.Position(line=position.line, character=position.character + codec.client_num_units(right))
     rng = types.Range(start=position, end=end)
 
     def item(insert: str) -> types.InlineCompletionItem:
@@ -176,9 +177,7 @@ async def handle(ls: ExlspServer, params: types.InlineCompletionParams) -> types
     if len(doc.source) > state.settings.completion.max_document_bytes or looks_binary(doc.source):
         return types.InlineCompletionList(items=[])
     ctx = cursor_context(doc, params.position)
-    position = params.position if params.position.line < len(doc.lines) else types.Position(
-        line=max(0, len(doc.lines) - 1), character=0
-    )
+    position = clamp_position(doc, params.position)
     reason = _should_skip(ls, params, ctx)
     if reason is not None:
         state.counters["skipped"] += 1
@@ -186,7 +185,7 @@ async def handle(ls: ExlspServer, params: types.InlineCompletionParams) -> types
     cached = state.cache.lookup(uri, ctx.prefix, ctx.suffix)
     if cached is not None:
         state.counters["cache_hits"] += 1
-        return types.InlineCompletionList(items=_items(ls, uri, position, cached, ctx))
+        return types.InlineCompletionList(items=_items(ls, uri, position, cached, ctx, doc.position_codec))
     assistant = await state.wait_ready(timeout=5.0)
     if assistant is None:
         return types.InlineCompletionList(items=[])
@@ -215,4 +214,4 @@ async def handle(ls: ExlspServer, params: types.InlineCompletionParams) -> types
         if not text.startswith(typed):
             return types.InlineCompletionList(items=[])
         text = text[len(typed) :]
-    return types.InlineCompletionList(items=_items(ls, uri, position, text, ctx))
+    return types.InlineCompletionList(items=_items(ls, uri, position, text, ctx, doc.position_codec))

@@ -11,6 +11,13 @@ if TYPE_CHECKING:
 METHOD = "exlsp/status"
 
 
+def _encoding(ls: ExlspServer) -> str | None:
+    if ls.protocol._workspace is None:  # not initialized yet
+        return None
+    enc = ls.workspace.position_encoding  # pygls keeps either the enum or the plain string
+    return getattr(enc, "value", enc)
+
+
 async def handle(ls: ExlspServer, params: Any = None) -> dict[str, Any]:
     state = ls.exlsp
     status: dict[str, Any] = {"ready": state.assistant is not None, "loadError": state.load_error}
@@ -20,6 +27,6 @@ async def handle(ls: ExlspServer, params: Any = None) -> dict[str, Any]:
         **state.counters,
         "attached": state.inflight.attached,
         "superseded": state.inflight.superseded,
-        "positionEncoding": getattr(ls.workspace.position_encoding, "value", None) if ls.protocol._workspace else None,
+        "positionEncoding": _encoding(ls),
     }
     return status

@@ -24,7 +24,7 @@ from exlsp.runtime import (
 )
 from exlsp.runtime import load_engine as _load_engine
 
-from . import cli_clients
+from . import bench_shell, cli_clients, shell_setup
 
 log = logging.getLogger("exlsp")
 
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     lsp_bench.add_argument("--file", required=True, type=Path)
     lsp_bench.add_argument("--json", action="store_true")
     lsp_bench.add_argument("--out", type=Path)
+    bench_shell.add_parser(bench_sub)
+    shell_setup.add_parser(sub)
     return parser
 
 
@@ -248,6 +250,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import anyio
 
+    if args.bench == "shell":
+        return bench_shell.run(args)
+
     from exlsp.runtime.bench_typing import TypingReplay, run_typing_bench
 
     if not args.file.is_file():
@@ -294,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    handlers = {"daemon": cmd_daemon, "serve": cmd_serve, "bench": cmd_bench, **cli_clients.HANDLERS}
+    handlers = {"daemon": cmd_daemon, "serve": cmd_serve, "bench": cmd_bench, "shell-init": shell_setup.run, **cli_clients.HANDLERS}
     try:
         return handlers[args.command](args)
     except ExlspError as exc:

@@ -213,7 +213,8 @@ class _Connection:
             # A peer that only shut down its writing side (`socat`, `nc -N`) still waits for its
             # answers: finish them, flush, then close. A peer that closed gets its jobs cancelled.
             while not hung_up and self._active:
-                await anyio.sleep(0.05)
+                # Short: a half-closing client (socat, nc) waits for this loop after its answer.
+                await anyio.sleep(0.005)
                 hung_up = _peer_hung_up(self.sock)
             if hung_up:
                 tg.cancel_scope.cancel()

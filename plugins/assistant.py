@@ -226,7 +226,9 @@ class Assistant:
             ]
             _, chat = self._best(self.plugins.chat_formats(), self._fallback_chat)
             rendered = self._render_chat(chat, messages)
-            return rendered + "$ ", ""
+            # Opening a fenced block makes even small models answer with a command (measured: a
+            # bare "$ " made SmolLM2 start with a newline, i.e. an empty answer).
+            return f"{rendered}```{query.shell}\n", ""
         # Completing a line: a transcript whose last line is the typed buffer; the model goes on.
         header = "".join(f"# {line}\n" for line in facts.splitlines() if line and not line.startswith("recent"))
         history = [c for c in chunks if c.text.startswith("recent commands:")]

@@ -736,3 +736,20 @@ class TestRealEngine:
                     tg.start_soon(one, i)
         assert sorted(answered) == list(range(50))
         assert time.perf_counter() - t0 < 120
+
+
+@pytest.mark.model
+async def test_describe_mode_gives_a_command_through_the_real_assistant(real_engine):
+    """Ctrl-G in the shells: a description becomes a (never executed) command."""
+    from exlsp.plugins.api import ShellQuery
+    from exlsp.plugins.assistant import Assistant
+    from exlsp.plugins.manager import PluginManager
+
+    plugins = PluginManager(local_dirs=[])
+    plugins.load()
+    answer = await Assistant(real_engine, plugins).suggest(
+        ShellQuery(buffer="list files sorted by size", shell="bash", mode="describe", candidates=1)
+    )
+    assert answer.suggestions and answer.suggestions[0].text.strip()
+    assert "\n" not in answer.suggestions[0].text
+    assert answer.suggestions[0].risk in ("low", "medium", "high")

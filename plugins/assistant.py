@@ -63,6 +63,35 @@ class Counters:
     accepted_by_kind: dict[str, int] = field(default_factory=dict)
 
 
+CLOSERS = frozenset("}])") | {"end", "fi", "done", "esac"}
+
+
+def scope_stop(prefix: str) -> Callable[[str], int | None]:
+    """Stop a multi-line completion where it leaves the cursor's block: at a line indented less
+    than the cursor's line (a line of closing brackets there still belongs to the block). Saves
+    generating a whole next function only for the post-processors to cut it."""
+    line = prefix.rsplit("\n", 1)[-1]
+    indent = len(line) - len(line.lstrip(" \t"))
+
+    def check(text: str) -> int | None:
+        start = text.find("\n") + 1
+        while 0 < start < len(text):
+            end = text.find("\n", start)
+            current = text[start:] if end < 0 else text[start:end]
+            body = current.lstrip(" \t")
+            if body:
+                if len(current) - len(body) < indent:
+                    if body.strip() in CLOSERS or set(body.strip()) <= set("}])"):
+                        return None if end < 0 else end + 1
+                    return start
+            if end < 0:
+                return None
+            start = end + 1
+        return None
+
+    return check
+
+
 async def _deliver(on_delta: OnDelta | None, text: str) -> None:
     if on_delta is None or not text:
         return
@@ -197,6 +226,7 @@ class Assistant:
                 priority=Priority.INLINE,
                 lane_group="completion",
                 stop=stop,
+                stop_check=scope_stop(query.prefix) if multiline else None,
                 stop_tokens=[*prompt.stop_tokens, *self._structural_stops],
                 t_max_predict_ms=query.time_budget_ms or s.t_max_predict_ms,
                 supersede_key=supersede_key,

@@ -370,7 +370,13 @@ class Engine:
                 job.decode_s += now - t0
                 self._finish(job, "eos" if token in self._eog else "stop")
                 return True
+            released_from = len(matcher.emitted_text)
             text = matcher.feed(backend.token_bytes(token))
+            if req.stop_check is not None and not matcher.stopped:
+                cut = req.stop_check(matcher.text)
+                if cut is not None:
+                    matcher.cut(cut)
+                    text = text[: max(0, cut - released_from)]
             if text:
                 job.emit(Delta(text=text, tokens=(token,)))
             reason = None

@@ -37,6 +37,12 @@ class StopStringMatcher:
             self.text += self._decoder.decode(b"", final=True)
         return self._release(len(self.text))
 
+    def cut(self, end: int) -> None:
+        """End the text at ``end`` (a caller's stop rule); nothing past it is released."""
+        self.text = self.text[:end]
+        self._emitted = min(self._emitted, end)
+        self.stopped = True
+
     @property
     def emitted_text(self) -> str:
         return self.text[: self._emitted]

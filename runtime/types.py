@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 class Priority(enum.IntEnum):
@@ -50,6 +50,9 @@ class GenerationRequest:
     stop_at_eos: bool = True
     # After this many ms of decoding, stop at the next line end (llama-server's t_max_predict_ms).
     t_max_predict_ms: float | None = None
+    # Called with the text so far after each token; an index it returns ends generation there
+    # (prompt builders use it to stop at the end of the cursor's scope).
+    stop_check: Callable[[str], int | None] | None = None
     # A newer job with the same key supersedes (cancels) an older, unfinished one.
     supersede_key: str | None = None
     # Lanes are grouped ("completion", "chat", "shell" ...) so chat never evicts completions.

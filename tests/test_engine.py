@@ -223,3 +223,15 @@ async def test_status_reports_cache_hit_rate(make_fake_engine):
     assert 0.4 < status["cache_hit_rate"] < 0.6
     assert [lane["tokens"] for lane in status["lanes"]].count(0) == 2
     assert time.time() - engine.started_at < 60
+
+
+async def test_stop_check_ends_generation_where_it_says(make_fake_engine):
+    engine = make_fake_engine(script=[("Q:", "line one\nline two\nline three\n")])
+    def cut_at(text: str) -> int | None:  # the first character of the second line ends it
+        i = text.find("\n")
+        return i + 1 if 0 <= i < len(text) - 1 else None
+
+    deltas, final = await run(engine, prompt="Q:", max_tokens=60, stop_check=cut_at)
+    assert final.stop_reason == "stop" and final.text == "line one\n"
+    assert "".join(d.text for d in deltas) == final.text
+    assert final.generated_tokens < len("line one\nline two\n")

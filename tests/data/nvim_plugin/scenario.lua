@@ -1,0 +1,457 @@
+-- The plugin's end-to-end scenario, run by tests/test_nvim_plugin.py as
+--   nvim --headless --clean -n -u init.lua -c "luafile scenario.lua"
+-- Keys go through nvim_input (handled by the main loop, mappings included); a coroutine polls
+-- with timers and writes what it saw to $EXLSP_E2E_RESULT as JSON.
+--
+--   EXLSP_E2E_CMD     JSON list, the server command
+--   EXLSP_E2E_FILE    the Python file to open (ends with "    if")
+--   EXLSP_E2E_RESULT  where to write the result
+--   EXLSP_E2E_INLINE  setup's `inline` ('auto' by default; 'ghost': the extmark fallback)
+--   EXLSP_E2E_PARTS   'all' (default) or 'inline' (completions only)
+--   EXLSP_E2E_STEP_MS timeout per step (default 20000)
+
+local api = vim.api
+local uv = vim.uv or vim.loop
+
+local CMD = vim.json.decode((assert(os.getenv('EXLSP_E2E_CMD'), 'EXLSP_E2E_CMD not set')))
+local FILE = assert(os.getenv('EXLSP_E2E_FILE'), 'EXLSP_E2E_FILE not set')
+local RESULT = assert(os.getenv('EXLSP_E2E_RESULT'), 'EXLSP_E2E_RESULT not set')
+local INLINE = os.getenv('EXLSP_E2E_INLINE') or 'auto'
+local PARTS = os.getenv('EXLSP_E2E_PARTS') or 'all'
+local STEP_MS = tonumber(os.getenv('EXLSP_E2E_STEP_MS') or '') or 20000
+
+local result = { steps = {}, requests = {}, notifications = {}, elapsed_ms = {} }
+local done = false
+local t0 = uv.now()
+
+local function buf_text(bufnr)
+  return table.concat(api.nvim_buf_get_lines(bufnr, 0, -1, true), '\n')
+end
+
+local function finish()
+  if done then
+    return
+  end
+  done = true
+  result.messages = vim.fn.execute('messages')
+  result.log_file = vim.lsp.log.get_filename()
+  local f = assert(io.open(RESULT, 'w'))
+  f:write(vim.json.encode(result))
+  f:close()
+  vim.cmd('qa!')
+end
+
+local co ---@type thread
+
+local function resume()
+  if done or coroutine.status(co) ~= 'suspended' then
+    return
+  end
+  local ok, err = coroutine.resume(co)
+  if not ok then
+    result.error = tostring(err)
+    finish()
+  end
+end
+
+local function sleep(ms)
+  vim.defer_fn(resume, ms)
+  coroutine.yield()
+end
+
+local function wait(what, pred, timeout)
+  local deadline = uv.now() + (timeout or STEP_MS)
+  while true do
+    local ok, value = pcall(pred)
+    if ok and value then
+      return value
+    end
+    if uv.now() > deadline then
+      error(('timed out after %d ms waiting for: %s%s'):format(
+        timeout or STEP_MS, what, ok and '' or (' (last error: ' .. tostring(value) .. ')')), 0)
+    end
+    sleep(20)
+  end
+end
+
+local function step(name, data)
+  table.insert(result.steps, name)
+  result.elapsed_ms[name] = uv.now() - t0
+  if data ~= nil then
+    result[name] = data
+  end
+end
+
+local function status(client, bufnr)
+  local resp = client:request_sync('exlsp/status', {}, 5000, bufnr)
+  assert(resp, 'exlsp/status: no response (timeout)')
+  assert(not resp.err, 'exlsp/status: ' .. vim.inspect(resp.err))
+  return resp.result
+end
+
+--- The ghost text at the cursor, from the native module's or the plugin's extmarks.
+local function ghost(bufnr)
+  for _, name in ipairs({ 'nvim.lsp.inline_completion', 'exlsp.ghost' }) do
+    local ns = api.nvim_get_namespaces()[name]
+    if ns then
+      for _, mark in ipairs(api.nvim_buf_get_extmarks(bufnr, ns, 0, -1, { details = true })) do
+        local d = mark[4]
+        if d.virt_text and d.virt_text[1] then
+          local lines = { d.virt_text[1][1] }
+          for _, vl in ipairs(d.virt_lines or {}) do
+            table.insert(lines, vl[1] and vl[1][1] or '')
+          end
+          return { ns = name, row = mark[2], col = mark[3], text = table.concat(lines, '\n') }
+        end
+      end
+    end
+  end
+  return nil
+end
+
+local function pending(client)
+  for _, req in pairs(client.requests or {}) do
+    if req.type == 'pending' then
+      return true
+    end
+  end
+  return false
+end
+
+local function by_kind(st, kind)
+  return (st.accepted_by_kind or {})[kind] or 0
+end
+
+local function scenario()
+  result.nvim_version = tostring(vim.version())
+  local exlsp = require('exlsp')
+
+  -- 0. a missing executable: a clear error, nothing started
+  local notify = vim.notify
+  vim.notify = function(msg, level, opts)
+    table.insert(result.notifications, { msg = tostring(msg), level = level })
+    return notify(msg, level, opts)
+  end
+  local missing_ok = exlsp.setup({ cmd = { 'exlsp-missing-for-the-test', 'serve' } })
+  step('missing_cmd', {
+    returned = missing_ok,
+    notifications = vim.deepcopy(result.notifications),
+    enabled = vim.lsp.is_enabled('exlsp'),
+    clients = #vim.lsp.get_clients({ name = 'exlsp' }),
+  })
+
+  -- short answers keep the run short on a loaded CPU (init_options reach the server as settings)
+  assert(exlsp.setup({
+    cmd = CMD,
+    inline = INLINE,
+    init_options = { completion = { maxTokens = 24 } },
+    chat = { max_tokens = 24 },
+  }), 'setup() failed')
+  result.inline_mode = exlsp.inline_mode()
+
+  api.nvim_create_autocmd('LspRequest', {
+    callback = function(ev)
+      local r = ev.data.request
+      table.insert(result.requests, { id = ev.data.request_id, method = r.method, type = r.type })
+    end,
+  })
+
+  vim.cmd.edit(vim.fn.fnameescape(FILE))
+  local bufnr = api.nvim_get_current_buf()
+  local src_win = api.nvim_get_current_win()
+  local client = wait('exlsp to attach to the buffer', function()
+    local c = vim.lsp.get_clients({ bufnr = bufnr, name = 'exlsp' })[1]
+    return c and c.initialized and c
+  end)
+  wait('the model to be loaded (exlsp/status ready)', function()
+    return status(client, bufnr).ready
+  end)
+  local maps = {}
+  for _, lhs in ipairs({ '<Tab>', '<M-w>', '<C-Right>', '<M-l>', '<M-]>', '<M-[>', '<C-]>' }) do
+    local m = vim.fn.maparg(lhs, 'i', false, true)
+    maps[lhs] = m.buffer == 1 and m.desc or vim.NIL
+  end
+  step('attached', {
+    filetype = vim.bo[bufnr].filetype,
+    native_enabled = vim.lsp.inline_completion and vim.lsp.inline_completion.is_enabled({ bufnr = bufnr }) or false,
+    keymaps = maps,
+    clients = #vim.lsp.get_clients({ name = 'exlsp' }),
+  })
+  local st0 = status(client, bufnr)
+
+  -- 1. insert mode at the end of "    if": a suggestion; <C-]> dismisses it (until the next
+  --    keystroke), the text stays as it was
+  local original = buf_text(bufnr)
+  api.nvim_input('GA')
+  local first_shown = wait('a suggestion at the end of "    if"', function()
+    return api.nvim_get_mode().mode == 'i' and ghost(bufnr)
+  end)
+  api.nvim_input('<C-]>')
+  wait('the dismissed suggestion to disappear', function()
+    return not ghost(bufnr)
+  end, 3000)
+  sleep(400) -- longer than any debounce: nothing comes back by itself
+  step('dismiss', {
+    shown = first_shown,
+    before = original,
+    after = buf_text(bufnr),
+    mode = api.nvim_get_mode().mode,
+    still_hidden = ghost(bufnr) == nil,
+  })
+
+  -- 2. back into insert mode: the suggestion again; <M-w> takes its first word only
+  api.nvim_input('<Esc>A')
+  local shown = wait('the suggestion again', function()
+    return api.nvim_get_mode().mode == 'i' and ghost(bufnr)
+  end)
+  api.nvim_input('<M-w>')
+  wait('the first word in the buffer', function()
+    return buf_text(bufnr) ~= original
+  end)
+  sleep(30)
+  local st1 = wait('exlsp/status to count the word accept', function()
+    local s = status(client, bufnr)
+    return by_kind(s, 'word') > by_kind(st0, 'word') and s
+  end)
+  step('word', {
+    before = original,
+    shown = shown,
+    text = buf_text(bufnr),
+    last_accept = exlsp._last_accept,
+    cursor = api.nvim_win_get_cursor(0),
+    mode = api.nvim_get_mode().mode,
+    accepted_before = st0.accepted,
+    accepted = st1.accepted,
+    word_before = by_kind(st0, 'word'),
+    word = by_kind(st1, 'word'),
+  })
+
+  -- 3. the rest comes back as a suggestion; <Tab> accepts all of it (the item's own command)
+  local typed = buf_text(bufnr)
+  local shown2 = wait('the rest of the suggestion after the word', function()
+    return ghost(bufnr)
+  end)
+  api.nvim_input('<Tab>')
+  wait('the accepted suggestion in the buffer', function()
+    return buf_text(bufnr) ~= typed
+  end)
+  sleep(30)
+  local st2 = wait('exlsp/status to count the accept', function()
+    local s = status(client, bufnr)
+    return (s.accepted or 0) > (st1.accepted or 0) and s
+  end)
+  step('tab', {
+    before = typed,
+    shown = shown2,
+    text = buf_text(bufnr),
+    cursor = api.nvim_win_get_cursor(0),
+    mode = api.nvim_get_mode().mode,
+    accepted_before = st1.accepted,
+    accepted = st2.accepted,
+    by_kind = st2.accepted_by_kind,
+  })
+
+  -- 4. a new line: <M-]> cycles when there are several candidates, <M-l> takes the first line
+  local before4 = buf_text(bufnr)
+  api.nvim_input('<CR>')
+  local shown4 = wait('a suggestion on the new line', function()
+    local t = buf_text(bufnr)
+    return t ~= before4 and ghost(bufnr)
+  end)
+  local typed4 = buf_text(bufnr)
+  local cycled = vim.NIL
+  api.nvim_input('<M-]>')
+  sleep(100)
+  cycled = ghost(bufnr) or vim.NIL
+  api.nvim_input('<M-[>')
+  sleep(100)
+  local back = ghost(bufnr) or vim.NIL
+  api.nvim_input('<M-l>')
+  wait('the first line in the buffer', function()
+    return buf_text(bufnr) ~= typed4
+  end)
+  sleep(30)
+  local st4 = wait('exlsp/status to count the line accept', function()
+    local s = status(client, bufnr)
+    return by_kind(s, 'line') > by_kind(st2, 'line') and s
+  end)
+  step('line', {
+    before = typed4,
+    shown = shown4,
+    cycled = cycled,
+    back = back,
+    text = buf_text(bufnr),
+    last_accept = exlsp._last_accept,
+    mode = api.nvim_get_mode().mode,
+    line_before = by_kind(st2, 'line'),
+    line = by_kind(st4, 'line'),
+  })
+  api.nvim_input('<Esc>')
+  wait('normal mode and no pending requests', function()
+    return api.nvim_get_mode().mode == 'n' and not pending(client)
+  end)
+
+  -- 5. <Tab> with no suggestion falls through to a plain Tab
+  api.nvim_input('<Esc>')
+  wait('normal mode and no pending requests', function()
+    return api.nvim_get_mode().mode == 'n' and not pending(client)
+  end)
+  -- a fresh empty line: nothing visible yet, so <Tab> is a Tab (a bare tab for the check)
+  vim.bo[bufnr].expandtab = false
+  vim.bo[bufnr].softtabstop = 0
+  vim.bo[bufnr].autoindent = false
+  vim.bo[bufnr].indentexpr = ''
+  local tab_before = buf_text(bufnr)
+  api.nvim_input('o<Tab>')
+  local tab_after = wait('the Tab typed', function()
+    local t = buf_text(bufnr)
+    return t ~= tab_before and t
+  end)
+  step('tab_fallthrough', { before = tab_before, after = tab_after })
+  api.nvim_input('<Esc>')
+  wait('normal mode and no pending requests', function()
+    return api.nvim_get_mode().mode == 'n' and not pending(client)
+  end)
+  vim.cmd('silent! undo')
+  sleep(100)
+
+  if PARTS ~= 'all' then
+    step('done')
+    return
+  end
+  local chat = require('exlsp.chat')
+
+  -- 6. :ExlspChat: a split with a markdown buffer, the answer streamed into it
+  vim.cmd('ExlspChat Say hello in one short sentence.')
+  local run1 = chat.state().current
+  assert(run1, 'no chat run started')
+  wait('the chat answer', function()
+    return run1.finished and run1.ended
+  end)
+  local chat_buf = run1.buf
+  step('chat', {
+    text = run1.result and run1.result.text or vim.NIL,
+    error = run1.error or vim.NIL,
+    streamed = run1.streamed,
+    answer = chat.answer_text(run1),
+    buffer = buf_text(chat_buf),
+    resynced = run1.resynced or false,
+    ended = run1.ended,
+    filetype = vim.bo[chat_buf].filetype,
+    current_is_chat = api.nvim_get_current_buf() == chat_buf,
+    windows = #api.nvim_tabpage_list_wins(0),
+    messages = #run1.params.messages,
+    has_document = run1.params.textDocument ~= nil,
+    token = run1.params.workDoneToken,
+  })
+
+  -- 7. a follow-up about lines 1-2 (a range): the history goes along, with the selection
+  api.nvim_set_current_win(src_win)
+  vim.cmd('1,2ExlspChat What does this code do?')
+  local run2 = chat.state().current
+  assert(run2, 'no follow-up run started')
+  wait('the follow-up answer', function()
+    return run2.finished and run2.ended
+  end)
+  step('followup', {
+    text = run2.result and run2.result.text or vim.NIL,
+    error = run2.error or vim.NIL,
+    answer = chat.answer_text(run2),
+    buffer = buf_text(chat_buf),
+    same_buffer = run2.buf == chat_buf,
+    windows = #api.nvim_tabpage_list_wins(0),
+    messages = run2.params.messages,
+    textDocument = run2.params.textDocument or vim.NIL,
+    selection = run2.params.selection or vim.NIL,
+    uri = vim.uri_from_bufnr(bufnr),
+  })
+
+  -- 8. q in the chat buffer stops a long answer ($/cancelRequest): [stopped]
+  local cancelled_before = status(client, bufnr).jobs_cancelled or 0
+  local run3 = chat.ask('Write a very long essay about the history of computers, with many paragraphs.',
+    { source = bufnr, max_tokens = 2048 })
+  assert(run3, 'the long chat did not start')
+  wait('the first streamed delta of the long answer', function()
+    return run3.streamed ~= ''
+  end)
+  assert(api.nvim_get_current_buf() == chat_buf, 'the chat window is not focused')
+  api.nvim_input('q')
+  wait('the run to stop', function()
+    return run3.stopped and run3.finished
+  end, 3000)
+  local st3 = wait('exlsp/status to count the cancelled chat job', function()
+    local s = status(client, bufnr)
+    return (s.jobs_cancelled or 0) > cancelled_before and s
+  end)
+  wait('the end of the cancelled chat progress', function()
+    return run3.ended
+  end, 5000)
+  local chat_lines = api.nvim_buf_get_lines(chat_buf, 0, -1, true)
+  step('stop', {
+    before = cancelled_before,
+    jobs_cancelled = st3.jobs_cancelled,
+    ended = run3.ended,
+    streamed_chars = #run3.streamed,
+    last_line = chat_lines[#chat_lines],
+    answer = chat.answer_text(run3),
+    streamed = run3.streamed,
+    chat_open = #vim.fn.win_findbuf(chat_buf) > 0,
+    history = #chat.state().messages,
+    cancel_sent = vim.tbl_contains(vim.tbl_map(function(r)
+      return r.type .. ':' .. r.method
+    end, result.requests), 'cancel:exlsp/chat'),
+  })
+
+  -- 9. :ExlspStatus in a float
+  api.nvim_set_current_win(src_win)
+  local wins_before = #api.nvim_list_wins()
+  vim.cmd('ExlspStatus')
+  local float = wait('the status float', function()
+    for _, w in ipairs(api.nvim_list_wins()) do
+      if api.nvim_win_get_config(w).relative ~= '' then
+        return w
+      end
+    end
+  end, 5000)
+  step('status', {
+    lines = api.nvim_buf_get_lines(api.nvim_win_get_buf(float), 0, -1, true),
+    windows_before = wins_before,
+  })
+  if api.nvim_win_is_valid(float) then
+    api.nvim_win_close(float, true)
+  end
+
+  -- 10. :checkhealth exlsp
+  api.nvim_set_current_win(src_win)
+  vim.cmd('checkhealth exlsp')
+  local hbuf = wait('the health buffer', function()
+    for _, b in ipairs(api.nvim_list_bufs()) do
+      if api.nvim_buf_is_loaded(b) and vim.bo[b].filetype == 'checkhealth' then
+        local t = buf_text(b)
+        if t:find('exlsp', 1, true) then
+          return b
+        end
+      end
+    end
+  end, 10000)
+  step('health', { text = buf_text(hbuf) })
+
+  step('done')
+end
+
+co = coroutine.create(function()
+  local ok, err = xpcall(scenario, debug.traceback)
+  if not ok then
+    result.error = tostring(err)
+  end
+  finish()
+end)
+
+vim.defer_fn(function()
+  if not done then
+    result.error = 'global watchdog: scenario did not finish in time'
+    finish()
+  end
+end, tonumber(os.getenv('EXLSP_E2E_WATCHDOG_MS') or '') or 75000)
+
+vim.schedule(resume)

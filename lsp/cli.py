@@ -22,6 +22,7 @@ from exlsp.runtime import (
     Priority,
     resolve_model,
 )
+from exlsp.runtime import bench_gpu
 from exlsp.runtime import load_engine as _load_engine
 
 from . import bench_shell, cli_clients, shell_setup
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="the language server on stdio (what editors launch)")
     _add_model_options(serve)
     serve.add_argument("--no-attach", action="store_true", help="load the model even if a running exlsp has it")
+    # Some clients (vscode-languageclient with TransportKind.stdio) append --stdio: it is the default.
+    serve.add_argument("--stdio", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--keep-alive", type=float, default=5.0,
                        help="seconds to keep serving attached editors after the last one leaves (default 5)")
 
@@ -78,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     lsp_bench.add_argument("--json", action="store_true")
     lsp_bench.add_argument("--out", type=Path)
     bench_shell.add_parser(bench_sub)
+    bench_gpu.add_parser(bench_sub)
     shell_setup.add_parser(sub)
     return parser
 
@@ -252,6 +256,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.bench == "shell":
         return bench_shell.run(args)
+    if args.bench == "gpu":
+        return bench_gpu.run(args)
 
     from exlsp.runtime.bench_typing import TypingReplay, run_typing_bench
 

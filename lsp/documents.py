@@ -43,10 +43,12 @@ def clamp_position(doc, position: types.Position) -> types.Position:
     lines = doc.lines
     if not lines:
         return types.Position(line=0, character=0)
-    if position.line >= len(lines):
-        last = len(lines) - 1
-        return types.Position(line=last, character=doc.position_codec.client_num_units(lines[last].rstrip("\r\n")))
-    return position
+    if position.line < len(lines):
+        return position
+    if lines[-1].endswith("\n"):  # the document ends with a newline: its end is an empty line
+        return types.Position(line=len(lines), character=0)
+    last = len(lines) - 1
+    return types.Position(line=last, character=doc.position_codec.client_num_units(lines[last]))
 
 
 def cursor_context(doc, position: types.Position) -> CursorContext:

@@ -34,11 +34,16 @@ class _OneLineProtocolErrors(logging.Filter):
     enough for the user, and keeps a misbehaving client from flooding the log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.startswith(("pygls", __name__)) and record.exc_info:
+        if not record.name.startswith(("pygls", __name__)):
+            return True
+        if record.exc_info:
             record.msg = f"{record.getMessage()}: {record.exc_info[1]!r}"
             record.args = ()
             record.exc_info = None
             record.exc_text = None
+        elif "Traceback (most recent call last)" in (message := record.getMessage()):
+            record.msg = message.split("\n", 1)[0]  # pygls formats some tracebacks into the text
+            record.args = ()
         return True
 
 

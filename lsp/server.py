@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.json_rpc import JsonRPCNotification
 
 from exlsp import __version__
 from exlsp.plugins.assistant import Assistant
@@ -62,9 +65,25 @@ class ServerState:
         return self.assistant
 
 
+class ExlspProtocol(LanguageServerProtocol):
+    """pygls drops a request whose params do not fit the method's type without answering it,
+    and the client waits forever; answer it with InvalidParams instead."""
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            if "id" not in data or "method" not in data:
+                raise
+            error = JsonRpcInvalidParams(f"invalid params for {data.get('method')}: {exc}")
+            self._send_response(data["id"], error=error.to_response_error())
+            # Handled: hand pygls a notification nobody listens to.
+            return JsonRPCNotification(method="$/exlsp/answered", jsonrpc="2.0", params=None)
+
+
 class ExlspServer(LanguageServer):
     def __init__(self, state: ServerState) -> None:
-        super().__init__(name="exlsp", version=__version__)
+        super().__init__(name="exlsp", version=__version__, protocol_cls=ExlspProtocol)
         self.exlsp = state
 
     def apply_settings(self, *layers: Any) -> None:

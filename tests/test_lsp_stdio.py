@@ -64,7 +64,7 @@ class Reader:
 def test_stdio_only_frames_and_survives_garbage(tmp_path):
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "exlsp", "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        [sys.executable, "-m", "exlsp", "serve", "--stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, cwd=ROOT, env=env,
     )
     reader = Reader(proc.stdout)
@@ -80,6 +80,11 @@ def test_stdio_only_frames_and_survives_garbage(tmp_path):
     send(frame({"jsonrpc": "2.0", "id": 2, "method": "exlsp/chat", "params": {"messages": 5}}))
     err = reader.wait_for(lambda m: m.get("id") == 2)
     assert err["error"]["code"] == -32602
+    # a standard request with params of the wrong shape gets an answer too (pygls alone drops it)
+    send(frame({"jsonrpc": "2.0", "id": 5, "method": "textDocument/inlineCompletion", "params": [1, 2]}))
+    assert reader.wait_for(lambda m: m.get("id") == 5)["error"]["code"] == -32602
+    send(frame({"jsonrpc": "2.0", "id": 6, "method": "textDocument/inlineCompletion", "params": {"position": 3}}))
+    assert reader.wait_for(lambda m: m.get("id") == 6)["error"]["code"] == -32602
     for i in range(300):  # the model loads in the background; status says when it is ready
         send(frame({"jsonrpc": "2.0", "id": 100 + i, "method": "exlsp/status", "params": {}}))
         st = reader.wait_for(lambda m, i=i: m.get("id") == 100 + i)

@@ -22,11 +22,13 @@ import argparse
 import asyncio
 import datetime as _dt
 import gc
+import importlib
 import importlib.metadata
 import importlib.util
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -137,7 +139,13 @@ def estimate_s(shape: ModelShape, measured: dict[str, Any], measured_shape: Mode
 
 class Measurer(Protocol):
     def gpu_info(self) -> dict[str, Any]: ...
+
+    def prepare(self) -> dict[str, Any]:
+        """One-time costs (importing exllamav2), kept out of the first model's numbers."""
+        ...
+
     def copy_bandwidth(self) -> dict[str, Any]: ...
+
     def model(self, shape: ModelShape, entry: dict[str, Any], save: Callable[[], None]) -> None:
         """Measure ``shape``, filling ``entry`` stage by stage and calling ``save`` after each."""
         ...
@@ -164,10 +172,28 @@ def run_bench(
                 entry["ratios"] = ratios(entry)
         write_json(out, result)
 
+    try:
+        save()
+        try:
+            result["gpu"].update(measurer.prepare())
+        except Exception as exc:  # most often exllamav2's extension failing to build or load
+            result["status"], result["error"] = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+            save()
+            return result
+        copy = result["copy_bandwidth"] = measurer.copy_bandwidth()
+        save()
+        _measure_models(shapes, measurer, budget, result, copy, save)
+    except BaseException:  # a timeout's SIGTERM or Ctrl-C: say so in the file, keep what was measured
+        result["status"] = "interrupted"
+        save()
+        raise
+    result["status"] = "complete"
     save()
-    copy = measurer.copy_bandwidth()
-    result["copy_bandwidth"] = copy
-    save()
+    return result
+
+
+def _measure_models(shapes: Sequence[tuple[str, ModelShape]], measurer: Measurer, budget: Budget,
+                    result: dict[str, Any], copy: dict[str, Any], save: Callable[[], None]) -> None:  # fmt: skip
     previous: tuple[ModelShape, dict[str, Any]] | None = None
     memory = (result["gpu"].get("memory_total_gb") or 0) * 1e9
     for name, shape in shapes:
@@ -196,9 +222,6 @@ def run_bench(
         save()
         if "error" not in entry:
             previous = (shape, entry)
-    result["status"] = "complete"
-    save()
-    return result
 
 
 # ---- the GPU ---------------------------------------------------------------------------------------
@@ -247,6 +270,11 @@ class GpuMeasurer:
             "flash_attn": importlib.util.find_spec("flash_attn") is not None,
             "spec_bandwidth_gb_s": round(spec / 1e9) if spec else None,
         }
+
+    def prepare(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        importlib.import_module("exllamav2")  # loads (or first builds) its CUDA extension
+        return {"exllamav2_import_s": round(time.perf_counter() - t0, 2)}
 
     def copy_bandwidth(self) -> dict[str, Any]:
         torch = self.torch
@@ -347,15 +375,17 @@ class GpuMeasurer:
         try:
             job(self._prompts(shape, 32, 1, 1)[0], 8)  # warm up kernels and the sampler
             decode, prefill, cached = [], [], []
+            # time_generate runs from just before the forward pass of the last prompt token to the
+            # last sample: new_tokens forward passes. time_prefill covers the prompt but that token.
             for ids in self._prompts(shape, 128, args.reps, 2):
                 r = job(ids, args.decode_tokens)
-                decode.append((r["new_tokens"] - 1) / r["time_generate"])
+                decode.append(r["new_tokens"] / r["time_generate"])
             for ids in self._prompts(shape, args.prompt_tokens, args.reps, 3):
                 r = job(ids, 1)
-                prefill.append(r["prompt_tokens"] / r["time_prefill"])
+                prefill.append((r["prompt_tokens"] - 1) / r["time_prefill"])
                 cached.append(r.get("cached_tokens", 0))
         finally:
-            del generator, cache
+            generator = cache = None  # frees the generator's cache before the engine's turn
             gc.collect()
             torch.cuda.empty_cache()
         return {"decode_tok_s": median(decode), "prefill_tok_s": median(prefill), "decode_runs": [round(x, 1) for x in decode],
@@ -375,7 +405,8 @@ class GpuMeasurer:
             decode, prefill, prefill_big = [], [], []
             for ids in self._prompts(shape, 128, args.reps, 2):
                 final = await engine.complete(gen(ids, args.decode_tokens))
-                decode.append(final.decode_tok_s)
+                # n tokens sampled, n - 1 forward passes (the first token's logits came with the prompt)
+                decode.append((final.generated_tokens - 1) / (final.decode_ms / 1000))
             for ids in self._prompts(shape, args.prompt_tokens, args.reps, 3):
                 final = await engine.complete(gen(ids, 1))
                 prefill.append(final.prefilled_tokens / (final.prefill_ms / 1000))
@@ -565,6 +596,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown model shape(s): {', '.join(unknown)} (known: {', '.join(testmodels.SHAPES)})", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, _terminate)  # `timeout` stops us: clean up, mark the JSON interrupted
     budget = Budget(args.budget_s)
     settings = {k: getattr(args, k) for k in ("prompt_tokens", "decode_tokens", "reps", "requests", "ctx", "budget_s")}
     from .backends.exllamav2 import stdout_to_stderr
@@ -576,11 +608,19 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         _print_summary(result)
-    return 0 if all("error" not in m for m in result["models"].values()) else 1
+    failed = "error" in result or any("error" in m for m in result["models"].values())
+    return 1 if failed else 0
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _print_summary(result: dict[str, Any]) -> None:
     gpu = result["gpu"]
+    if "error" in result:
+        print(f"{gpu['name']}: {result['error']}")
+        return
     print(f"{gpu['name']} (driver {gpu.get('driver')}, CUDA {gpu.get('cuda_runtime')}): "
           f"copy {result.get('copy_bandwidth', {}).get('gb_s')} GB/s")  # fmt: skip
     for name, m in result["models"].items():

@@ -16,6 +16,8 @@ The reference (``Reference``, ``reference_logits``) is a few dozen lines of torc
 RMSNorm, RoPE in the Hugging Face "rotate_half" layout, grouped-query attention, a SiLU-gated MLP
 and Qwen2's q/k/v biases. ``ReferenceBackend`` puts it behind the engine's backend interface, so
 the GPU test suite can be dry-run on a CPU (``EXLSP_GPU_TEST_BACKEND=reference``).
+
+Writer and reference live in one module on purpose: they must agree on every name and layout.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import json
 import math
 import os
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -36,7 +38,6 @@ from .backends.exllamav2 import (
     added_tokens,
     base_vocab,
     find_special_tokens,
-    piece_bytes,
     piece_table,
     prefill,
 )
@@ -606,12 +607,6 @@ def reference_logits(model_dir: str | os.PathLike[str], input_ids: Sequence[int]
     return Reference(model_dir, device=device).logits(input_ids)
 
 
-def margin(row: Any) -> float:
-    """Gap between the largest and the second largest logit."""
-    top = np.partition(np.asarray(row, dtype=np.float64).ravel(), -2)[-2:]
-    return float(top[1] - top[0])
-
-
 # ---- the reference behind the backend interface -----------------------------------------------
 
 
@@ -695,6 +690,6 @@ class ReferenceBackend:
 
 __all__ = [
     "LLAMA3_8B", "LOGIT_MEAN_TOLERANCE", "LOGIT_TOLERANCE", "QWEN25_CODER_1_5B", "SHAPES", "TEST_LLAMA", "TEST_QWEN2", "ModelShape", "Reference",
-    "ReferenceBackend", "build_tokenizer", "config_json", "margin", "read_safetensors", "reference_logits",
+    "ReferenceBackend", "build_tokenizer", "config_json", "read_safetensors", "reference_logits",
     "token_pieces", "write_model", "write_safetensors", "write_shape",
 ]  # fmt: skip

@@ -431,6 +431,9 @@ def _load_model(
         ex_config = ExLlamaV2Config(str(path))
         ex_config.max_seq_len = config.n_ctx
         ex_config.arch_compat_overrides()
+        # 0.3.2 without flash-attn runs prefill through SDPA with no causal mask: every prompt
+        # position would see the later ones (found against the torch reference on the test models).
+        ex_config.no_sdpa = True
         tokenizer = ExLlamaV2Tokenizer(ex_config)
         plain = Tokenizer.from_file(str(path / "tokenizer.json"))
         plain.encode_special_tokens = True  # see ExLlamaV2Backend.tokenize

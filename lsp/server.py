@@ -42,6 +42,7 @@ class ServerState:
     cache: CompletionCache = field(default_factory=CompletionCache)
     inflight: InflightTable = field(default_factory=InflightTable)
     counters: Counter[str] = field(default_factory=Counter)
+    noted_documents: set[str] = field(default_factory=set)  # told the user once why: too big/binary
     _ready: asyncio.Event | None = None
 
     @property

@@ -141,6 +141,7 @@ async def test_chat_streams_progress_and_returns_text(real_engine):
         result = await client.request("exlsp/chat", params)
         await asyncio.sleep(0.05)
         values = client.progress["chat-1"]
+        assert values[0]["title"] == "exlsp chat"
         assert values[0]["kind"] == "begin" and values[-1]["kind"] == "end"
         streamed = "".join(v["message"] for v in values[1:-1])
         assert result["text"] and streamed == result["text"]
@@ -188,6 +189,11 @@ async def test_bad_documents_and_positions(real_engine):
         await open_document(client, "file:///t/big.py", big)
         huge = await client.text_document_inline_completion_async(inline_params("file:///t/big.py", 10, 0))
         assert huge.items == ()
+        await client.text_document_inline_completion_async(inline_params("file:///t/big.py", 11, 0))
+        await asyncio.sleep(0.05)
+        notes = [m.message for m in client.messages if "big.py" in m.message]
+        assert len(notes) == 1 and "larger than 8 MB" in notes[0]  # once, not per keystroke
+        assert any("bin.dat" in m.message and "binary" in m.message for m in client.messages)
         st = await status(client)  # still alive and answering
         assert st["ready"] is True
 
@@ -279,3 +285,20 @@ async def test_load_failure_is_shown_and_server_stays_up(tmp_path):
         assert st["ready"] is False and "broken.gguf" in st["loadError"]
         with pytest.raises(JsonRpcException):
             await client.request("exlsp/chat", {"messages": [{"role": "user", "content": "hi"}]})
+
+
+async def test_chat_while_the_model_loads_waits_visibly(real_engine):
+    manager = PluginManager(local_dirs=[])
+    manager.load()
+    state = ServerState(plugins=manager)
+    server = build_server(state)
+    async with connect(server) as client:
+        await client.initialize_async(initialize_params())
+        params = {"messages": [{"role": "user", "content": "Hi"}], "workDoneToken": "early", "maxTokens": 8}
+        task = asyncio.ensure_future(client.request("exlsp/chat", params))
+        await asyncio.sleep(0.2)
+        assert not task.done()
+        assert client.progress["early"][0]["title"] == "exlsp chat (waiting for the model to load)"
+        state.set_assistant(Assistant(real_engine, manager))  # the load finishes
+        result = await task
+        assert result["text"] and client.progress["early"][-1]["kind"] == "end"

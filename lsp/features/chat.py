@@ -86,13 +86,18 @@ def _query(ls: ExlspServer, p: ChatParams) -> ChatQuery:
 
 async def handle(ls: ExlspServer, params: Any) -> dict[str, Any]:
     p = parse(params)
-    assistant = await ls.exlsp.wait_ready(timeout=None)
-    if assistant is None:
-        raise JsonRpcInvalidParams(f"exlsp/chat: the model is not loaded ({ls.exlsp.load_error})")
     token = p.work_done_token
     progress = ls.work_done_progress
     if token is not None:
-        progress.begin(token, types.WorkDoneProgressBegin(title="exlsp chat", cancellable=True))
+        # A chat sent while the model loads waits for it; the client sees why in the title.
+        loading = not ls.exlsp.ready.is_set()
+        title = "exlsp chat (waiting for the model to load)" if loading else "exlsp chat"
+        progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=True))
+    assistant = await ls.exlsp.wait_ready(timeout=None)
+    if assistant is None:
+        if token is not None:
+            progress.end(token, types.WorkDoneProgressEnd(message="failed"))
+        raise JsonRpcInvalidParams(f"exlsp/chat: the model is not loaded ({ls.exlsp.load_error})")
 
     def on_delta(text: str) -> None:
         if token is not None:

@@ -11,6 +11,7 @@ from lsprotocol import types
 from exlsp.plugins.api import CompletionQuery
 
 from ..documents import cursor_context, looks_binary
+from .inline_completion import note_skipped_document
 
 if TYPE_CHECKING:
     from ..server import ExlspServer
@@ -33,6 +34,7 @@ async def handle(ls: ExlspServer, params: types.CompletionParams) -> types.Compl
         return empty
     doc = ls.workspace.get_text_document(uri)
     if len(doc.source) > ls.exlsp.settings.completion.max_document_bytes or looks_binary(doc.source):
+        note_skipped_document(ls, uri, doc.source)
         return empty
     assistant = await ls.exlsp.wait_ready(timeout=5.0)
     if assistant is None:

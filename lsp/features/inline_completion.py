@@ -122,6 +122,23 @@ class InflightTable:
             del self._by_uri[uri]
 
 
+def note_skipped_document(ls: ExlspServer, uri: str, text: str) -> None:
+    """Tell the user once per document why it gets no completions (not on every keystroke)."""
+    state = ls.exlsp
+    if uri in state.noted_documents:
+        return
+    state.noted_documents.add(uri)
+    state.counters["skipped_documents"] += 1
+    limit = state.settings.completion.max_document_bytes
+    why = "it looks binary" if looks_binary(text) else f"it is larger than {limit // 1_000_000} MB"
+    ls.window_show_message(
+        types.ShowMessageParams(
+            type=types.MessageType.Info,
+            message=f"exlsp: no completions for {uri.rsplit('/', 1)[-1]}: {why} (completion.maxDocumentBytes)",
+        )
+    )
+
+
 def _should_skip(ls: ExlspServer, params: types.InlineCompletionParams, ctx: CursorContext) -> str | None:
     cfg = ls.exlsp.settings.completion
     if not cfg.enabled:
@@ -175,6 +192,7 @@ async def handle(ls: ExlspServer, params: types.InlineCompletionParams) -> types
         return types.InlineCompletionList(items=[])
     doc = ls.workspace.get_text_document(uri)
     if len(doc.source) > state.settings.completion.max_document_bytes or looks_binary(doc.source):
+        note_skipped_document(ls, uri, doc.source)
         return types.InlineCompletionList(items=[])
     ctx = cursor_context(doc, params.position)
     position = clamp_position(doc, params.position)

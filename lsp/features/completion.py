@@ -10,7 +10,7 @@ from lsprotocol import types
 
 from exlsp.plugins.api import CompletionQuery
 
-from ..documents import cursor_context, looks_binary
+from ..documents import clamp_position, cursor_context, looks_binary
 from .inline_completion import note_skipped_document
 
 if TYPE_CHECKING:
@@ -59,10 +59,10 @@ async def handle(ls: ExlspServer, params: types.CompletionParams) -> types.Compl
     # Clients filter items by the word before the cursor: the edit replaces that word with
     # word + completion, so the item survives the filter mid-word.
     word = _word_before(ctx.line_prefix)
-    start = types.Position(
-        line=params.position.line,
-        character=max(0, params.position.character - doc.position_codec.client_num_units(word)),
-    )
+    # The clamped position: past the end of a line or of the document, the edit still names
+    # text that exists (as inline completion's items do).
+    end = clamp_position(doc, params.position)
+    start = types.Position(line=end.line, character=end.character - doc.position_codec.client_num_units(word))
     item = types.CompletionItem(
         label=(word + label)[:80],
         kind=types.CompletionItemKind.Text,
@@ -70,7 +70,7 @@ async def handle(ls: ExlspServer, params: types.CompletionParams) -> types.Compl
         filter_text=word + answer.text,
         insert_text=word + answer.text,
         insert_text_format=types.InsertTextFormat.PlainText,
-        text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=word + answer.text),
+        text_edit=types.TextEdit(range=types.Range(start=start, end=end), new_text=word + answer.text),
         command=types.Command(title="exlsp: accepted", command="exlsp.accept",
                               arguments=[{"uri": uri, "kind": "completion-fallback"}]),
         sort_text="0",

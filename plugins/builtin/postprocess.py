@@ -31,6 +31,7 @@ CLOSING_LINE = re.compile(r"^\s*(?:[)\]}]|end\b|fi\b|done\b|esac\b)")
 HASH_COMMENTS = frozenset({"python", "ruby", "perl", "r", "shellscript", "sh", "bash", "zsh", "fish", "yaml", "toml"})
 PAIRS = {")": "(", "]": "[", "}": "{"}
 TAB = 4
+_FIRST_LINE = re.compile(r"[^\r\n]*")
 
 
 def _lines(text: str) -> list[str]:
@@ -44,10 +45,14 @@ def _indent(line: str) -> int:
 
 def _cut_lines(text: str, keep: int) -> str:
     """The first ``keep`` lines of ``text`` (any line ending), without trailing blank lines."""
-    pieces = text.split("\n")[:keep]
+    lines = text.split("\n")
+    pieces = lines[:keep]
     while len(pieces) > 1 and not pieces[-1].strip():
         pieces.pop()
-    return "\n".join(pieces).removesuffix("\r")
+    out = "\n".join(pieces)
+    # Only the \r of a CRLF the cut went through goes; a kept last line keeps its own \r (taking
+    # it made a second pass cut again; found by fuzzing).
+    return out.removesuffix("\r") if len(pieces) < len(lines) else out
 
 
 def decide_multiline(prefix: str, suffix: str) -> bool:
@@ -77,7 +82,9 @@ class LineLimit:
 
     def process(self, text: str, ctx: PostContext) -> str:
         if not ctx.multiline:
-            return text.split("\n", 1)[0].removesuffix("\r")
+            # Up to the first line break of any kind: "x\r\r\n" left "x\r", still two lines
+            # to an editor (a lone CR ends a line in LSP; found by fuzzing).
+            return _FIRST_LINE.match(text).group()
         lines = text.split("\n")
         # An empty rest of the cursor line is not a line the user sees.
         skip = 1 if len(lines) > 1 and not lines[0].strip() else 0
@@ -131,6 +138,14 @@ def _overlap(text: str, suffix: str, language: str) -> int:
     return 0
 
 
+def _same_prefix(text: str, length: int) -> str:
+    """The prefix of ``text`` that is ``length`` characters long once its CRLFs are LFs."""
+    end = 0
+    for _ in range(length):
+        end += 2 if text.startswith("\r\n", end) else 1
+    return text[:end]
+
+
 class SuffixOverlap:
     """Drop the lines that repeat the line after the cursor's, and the end that repeats the
     suffix's start (``foo(x)`` before an auto-inserted ``)``)."""
@@ -140,15 +155,17 @@ class SuffixOverlap:
     kinds = COMPLETION
 
     def process(self, text: str, ctx: PostContext) -> str:
-        crlf = "\r\n" in text
-        out = self._repeated_lines(text.replace("\r\n", "\n"), ctx)
+        plain = text.replace("\r\n", "\n")
+        out = self._repeated_lines(plain, ctx)
         suffix = ctx.suffix.replace("\r\n", "\n")
         k = _overlap(out, suffix, ctx.language)
         if k:
             out = out[:-k]
-        if out == text.replace("\r\n", "\n"):
+        if out == plain:
             return text
-        return out.replace("\n", "\r\n") if crlf else out
+        # ``out`` is a prefix of ``plain``: cut the text itself there, so that its line endings
+        # stay as written (turning every \n into \r\n mangled mixed endings; found by fuzzing).
+        return _same_prefix(text, len(out))
 
     @staticmethod
     def _repeated_lines(text: str, ctx: PostContext) -> str:

@@ -1,5 +1,5 @@
-"""The CLI's socket clients: `exlsp status`, `plugins`, `suggest`, `chat`. They talk to the running
-exlsp process and say plainly when none is running."""
+"""The CLI's socket clients: `exlsp status`, `plugins`, `suggest`, `chat`, `sessions`. They talk to
+the running exlsp process and say plainly when none is running."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any
 
+import msgspec
+
 from . import wire
-from .socket_client import Client
+from .socket_client import Client, RequestFailed
 
 
 def add_parsers(sub: Any) -> None:
@@ -27,8 +30,32 @@ def add_parsers(sub: Any) -> None:
     chat = sub.add_parser("chat", help="ask the resident model; the answer streams")
     chat.add_argument("question", nargs="+")
     chat.add_argument("--max-tokens", type=int, default=512)
-    for p in (status, plugins, suggest, chat):
+    chat.add_argument("--session", metavar="NAME", type=_session_name,
+                      help="continue (or start) the saved conversation NAME (docs/chat-sessions.md)")
+    sessions = sub.add_parser("sessions", help="saved chat sessions: list (default), show NAME, rm NAME")
+    sessions.add_argument("action", nargs="?", choices=("list", "show", "rm"), default="list")
+    sessions.add_argument("name", nargs="?", type=_session_name, help="the session, for show and rm")
+    sessions.add_argument("-n", "--limit", type=int, default=50, help="list at most this many (default 50)")
+    sessions.add_argument("--json", action="store_true", help="print the socket's done message")
+    for p in (status, plugins, suggest, chat, sessions):
         p.add_argument("--socket", help="socket path (default: $EXLSP_SOCKET or the per-user default)")
+
+
+def _session_name(text: str) -> str:
+    if not wire_session_id(text):
+        raise argparse.ArgumentTypeError(
+            f"invalid session name {text[:40]!r}: 1-128 of letters, digits and _ . : @ + / = -"
+        )
+    return text
+
+
+def wire_session_id(text: str) -> bool:
+    """The socket's own validation of a session id (so the CLI and the server never disagree)."""
+    try:
+        msgspec.convert({"type": "session_delete", "id": 0, "session": text}, wire.Request)
+    except msgspec.ValidationError:
+        return False
+    return True
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -96,9 +123,56 @@ def cmd_chat(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     with _client(args) as c:
-        c.chat(" ".join(args.question), on_delta=show, max_tokens=args.max_tokens)
+        c.chat(" ".join(args.question), on_delta=show, max_tokens=args.max_tokens, session=args.session)
     sys.stdout.write("\n")
     return 0
 
 
-HANDLERS = {"status": cmd_status, "plugins": cmd_plugins, "suggest": cmd_suggest, "chat": cmd_chat}
+def _clean(text: str) -> str:
+    return "".join(ch for ch in text if ch in "\n\t" or ch.isprintable())
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    if args.action != "list" and args.name is None:
+        print(f"exlsp: sessions {args.action} needs a session NAME", file=sys.stderr)
+        return 2
+    with _client(args) as c:
+        if args.action == "list":
+            done = c.request(wire.SessionsRequest, limit=max(1, min(args.limit, 1000)))
+        elif args.action == "rm":
+            done = c.request(wire.SessionDeleteRequest, session=args.name)
+        else:
+            try:
+                done = c.request(wire.SessionRequest, session=args.name)
+            except RequestFailed as exc:
+                if exc.code != wire.NOT_FOUND:
+                    raise
+                print(f"exlsp: no chat session {args.name!r}", file=sys.stderr)
+                return 1
+    if args.json:
+        sys.stdout.write(wire.encode(done).decode())
+        return 0
+    if args.action == "list":
+        for s in done.sessions or []:
+            print(f"{s.id:<24} {_when(s.updated)}  {s.messages:>4} messages  {_clean(s.title)}")
+        if not done.sessions:
+            print("exlsp: no chat sessions yet (exlsp chat --session NAME \"question\")", file=sys.stderr)
+        return 0
+    if args.action == "rm":
+        if not done.deleted:
+            print(f"exlsp: no chat session {args.name!r}", file=sys.stderr)
+            return 1
+        print(f"deleted {args.name}")
+        return 0
+    for m in done.messages or []:
+        cut = "" if m.complete else "  (cut short)"
+        print(f"--- {m.role}, {_when(m.created)}{cut}\n{_clean(m.content)}")
+    return 0
+
+
+HANDLERS = {"status": cmd_status, "plugins": cmd_plugins, "suggest": cmd_suggest, "chat": cmd_chat,
+            "sessions": cmd_sessions}

@@ -29,6 +29,9 @@ DONE_FIELDS: dict[str, list[str]] = {
                        "ttft_ms", "total_ms"],
     "status": ["status"],
     "cancel": [],
+    "sessions": ["sessions"],
+    "session": ["session", "messages"],
+    "session_delete": ["deleted"],
 }
 
 SESSION: list[tuple[str, msgspec.Struct]] = [
@@ -51,6 +54,21 @@ SESSION: list[tuple[str, msgspec.Struct]] = [
     ("<", wire.DoneReply(id=6, status={"model": "SmolLM2-135M-Instruct", "backend": "llamacpp", "uptime_s": 812.4})),
     (">", wire.SuggestRequest(id=7, buffer="rm -rf ./bu", shell="bash")),
     ("<", wire.DoneReply(id=7, suggestions=[wire.Suggestion("rm -rf ./build", "high", "deletes files recursively: ./build")])),
+    (">", wire.ChatRequest(id=8, messages=[wire.ChatMessage("user", "And with --autosquash?")], session="git-help")),
+    ("<", wire.DeltaReply(id=8, text="It moves fixup! commits")),
+    ("<", wire.DoneReply(id=8, text="It moves fixup! commits next to their targets.", stop_reason="eos",
+                         prompt_tokens=96, reused_tokens=80, generated_tokens=11, ttft_ms=12.5, total_ms=60.75)),
+    (">", wire.SessionsRequest(id=9, limit=10)),
+    ("<", wire.DoneReply(id=9, sessions=[wire.SessionInfo("git-help", "What does git rebase -i do?", 1767225600.0,
+                                                          1767225900.5, 4)])),
+    (">", wire.SessionRequest(id=10, session="git-help", limit=2)),
+    ("<", wire.DoneReply(id=10, session=wire.SessionInfo("git-help", "What does git rebase -i do?", 1767225600.0,
+                                                         1767225900.5, 4),
+                         messages=[wire.StoredMessage("user", "And with --autosquash?", 1767225899.0),
+                                   wire.StoredMessage("assistant", "It moves fixup! commits next to their targets.",
+                                                      1767225900.5)])),
+    (">", wire.SessionDeleteRequest(id=11, session="git-help")),
+    ("<", wire.DoneReply(id=11, deleted=True)),
 ]
 BAD_LINES: list[tuple[str, wire.ErrorReply]] = [
     ("{not json", wire.ErrorReply(id=None, code=wire.PARSE_ERROR, message="JSON is malformed: ...")),
@@ -184,8 +202,12 @@ def render_markdown() -> str:
             "comes from a parse of the command (`low`, `medium`: sudo, overwriting redirections, installs, "
             "uploads, kills; `high`: recursive deletes, disk tools, `curl | sh`, force pushes ...). "
             "exlsp never runs it.", ""]
+    out += ["A `chat` with `session` is recorded by the server: `messages` are the new turns (a client may "
+            "re-send the whole conversation instead; stored turns are not stored twice), the user's turns are "
+            "saved before the answer starts and the answer when it ends, even cut short. `sessions`, `session` "
+            "and `session_delete` read and delete them. Details: [chat-sessions.md](chat-sessions.md).", ""]
     out += ["### Nested objects", ""]
-    for cls in (wire.ChatMessage, wire.Suggestion):
+    for cls in (wire.ChatMessage, wire.Suggestion, wire.SessionInfo, wire.StoredMessage):
         out += _struct_section(cls, "####")
     out += ["## Error codes", "", "| code | meaning |", "|---|---|"]
     out += [f"| `{code}` | {meaning} |" for code, meaning in wire.ERROR_CODES.items()]

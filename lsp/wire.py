@@ -91,8 +91,20 @@ class ChatMessage(Struct):
     content: str
 
 
+SessionId = Annotated[
+    str,
+    Meta(
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:@+/=-]{0,127}$",
+        description="a chat session, named by the client: 1-128 of letters, digits, `_.:@+/=-`",
+    ),
+]
+
+
 class ChatRequest(_Request, tag="chat"):
-    """A chat turn. Streams `delta`s, then `done` with the full `text` and token statistics."""
+    """A chat turn. Streams `delta`s, then `done` with the full `text` and token statistics.
+    With `session`, the server keeps the conversation (docs/chat-sessions.md): `messages` are the
+    new turns (or the whole conversation, stored turns are not stored twice)."""
 
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
     document: str | None = None
@@ -100,6 +112,7 @@ class ChatRequest(_Request, tag="chat"):
     language: str = ""
     selection: str | None = None
     max_tokens: Annotated[int, Meta(ge=1, le=8192)] = 512
+    session: Annotated[SessionId | None, Meta(description="record the turn in this session; null: stateless")] = None
 
     def to_query(self) -> api.ChatQuery:
         fields = _fields(self)
@@ -118,7 +131,30 @@ class StatusRequest(_Request, tag="status"):
     """Answered by `done` with `status`: what `exlsp status` shows."""
 
 
-Request = HelloRequest | SuggestRequest | CompleteRequest | ChatRequest | CancelRequest | StatusRequest
+class SessionsRequest(_Request, tag="sessions"):
+    """List the stored chat sessions, most recently updated first. Answered by `done` with `sessions`."""
+
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 50
+
+
+class SessionRequest(_Request, tag="session"):
+    """One chat session with its messages. Answered by `done` with `session` and `messages`, or
+    by `error` `not_found`."""
+
+    session: SessionId
+    limit: Annotated[int, Meta(ge=1, description="only the newest `limit` messages; null: all")] | None = None
+
+
+class SessionDeleteRequest(_Request, tag="session_delete"):
+    """Delete a chat session and its messages. Answered by `done` with `deleted` (false: there was none)."""
+
+    session: SessionId
+
+
+Request = (
+    HelloRequest | SuggestRequest | CompleteRequest | ChatRequest | CancelRequest | StatusRequest
+    | SessionsRequest | SessionRequest | SessionDeleteRequest
+)
 
 
 # ---- replies -------------------------------------------------------------------------------------
@@ -130,6 +166,25 @@ class Suggestion(Struct):
     text: Annotated[str, Meta(description="one line, without control characters")]
     risk: Annotated[Risk, Meta(description="from a parse of the command, never lower than the server's own check")] = "low"
     reason: Annotated[str, Meta(description="why the risk is not low")] = ""
+
+
+class SessionInfo(Struct):
+    """A stored chat session. Times are Unix seconds."""
+
+    id: str
+    title: Annotated[str, Meta(description="the session's first user message, one line, shortened")]
+    created: float
+    updated: float
+    messages: Annotated[int, Meta(description="how many messages it holds")]
+
+
+class StoredMessage(Struct):
+    """A message of a stored chat session."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+    created: float
+    complete: Annotated[bool, Meta(description="false: an answer cut short (cancelled, failed), kept as far as it got")] = True
 
 
 class DeltaReply(_Reply, tag="delta"):
@@ -158,6 +213,11 @@ class DoneReply(_Reply, tag="done"):
     total_ms: float | None = None
     # status
     status: dict[str, Any] | None = None
+    # sessions, session, session_delete
+    sessions: list[SessionInfo] | None = None
+    session: SessionInfo | None = None
+    messages: list[StoredMessage] | None = None
+    deleted: bool | None = None
 
 
 class ErrorReply(_Reply, tag="error"):
@@ -186,6 +246,7 @@ DUPLICATE_ID = "duplicate_id"
 TOO_LARGE = "too_large"
 TOO_MANY_REQUESTS = "too_many_requests"
 INTERNAL = "internal"
+NOT_FOUND = "not_found"
 
 ERROR_CODES = {
     PARSE_ERROR: "the line is not valid UTF-8 JSON (`id` is null)",
@@ -195,6 +256,7 @@ ERROR_CODES = {
     TOO_LARGE: "the line is longer than the server's limit; it was discarded up to its newline",
     TOO_MANY_REQUESTS: "the connection already has the maximum number of requests in flight",
     INTERNAL: "the request failed inside exlsp (details in the server's log)",
+    NOT_FOUND: "the chat session named in a `session` request does not exist",
 }
 
 
@@ -230,12 +292,16 @@ def decode_request(line: bytes) -> Request:
         if not isinstance(exc, msgspec.ValidationError):
             raise WireError(PARSE_ERROR, str(exc)) from None
         detail = str(exc)
+    except (RecursionError, UnicodeDecodeError) as exc:  # found by fuzzing
+        raise _unparseable(exc) from None
     # JSON that is not a valid request: decode loosely to answer with its id. (The typed decoder
     # may stop at a wrong type before it sees that the rest is not JSON at all.)
     try:
         raw = _any_decoder.decode(line)
     except msgspec.DecodeError as exc:
         raise WireError(PARSE_ERROR, str(exc)) from None
+    except (RecursionError, UnicodeDecodeError) as exc:
+        raise _unparseable(exc) from None
     if not isinstance(raw, dict):
         raise WireError(INVALID_REQUEST, detail)
     rid = _loose_id(raw.get("id"))
@@ -245,6 +311,15 @@ def decode_request(line: bytes) -> Request:
     if kind not in REQUEST_TYPES:
         raise WireError(UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}", rid)
     raise WireError(INVALID_REQUEST, detail, rid)
+
+
+def _unparseable(exc: Exception) -> WireError:
+    """msgspec raises RecursionError for `[[[[...` nested thousands deep and UnicodeDecodeError
+    for invalid UTF-8 inside a string (a shell's buffer in a Latin-1 locale), not DecodeError:
+    uncaught, either dropped the client's connection without a reply."""
+    if isinstance(exc, RecursionError):
+        return WireError(PARSE_ERROR, "JSON is nested too deeply")
+    return WireError(PARSE_ERROR, f"the line is not valid UTF-8 ({exc.reason})")
 
 
 def _loose_id(value: Any) -> int | str | None:

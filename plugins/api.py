@@ -64,6 +64,9 @@ class ChatQuery:
     language: str = ""
     selection: str | None = None
     max_tokens: int = 512
+    # The chat session the front door records this turn in (chat_sessions.py); when set,
+    # ``messages`` already holds the stored history. The assistant itself does not read it.
+    session: str | None = None
 
 
 Query = CompletionQuery | ShellQuery | ChatQuery

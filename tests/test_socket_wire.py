@@ -24,6 +24,10 @@ REQUESTS = [
     wire.CancelRequest(id=5, target=4),
     wire.CancelRequest(id=6, target="s-1"),
     wire.StatusRequest(id=7),
+    wire.ChatRequest(id=8, messages=[wire.ChatMessage("user", "and then?")], session="proj/feature-1"),
+    wire.SessionsRequest(id=9, limit=5),
+    wire.SessionRequest(id=10, session="a", limit=3),
+    wire.SessionDeleteRequest(id=11, session="a"),
 ]
 REPLIES = [
     wire.DeltaReply(id=4, text="Hello\nworld"),
@@ -34,6 +38,10 @@ REPLIES = [
     wire.DoneReply(id=7, status={"model": "m", "lanes": [{"tokens": 3}], "memory": None}),
     wire.ErrorReply(id=None, code=wire.PARSE_ERROR, message="JSON is malformed"),
     wire.CancelledReply(id="s-1"),
+    wire.DoneReply(id=9, sessions=[wire.SessionInfo("a", "hi", 1.5, 2.5, 2)]),
+    wire.DoneReply(id=10, session=wire.SessionInfo("a", "hi", 1.5, 2.5, 2),
+                   messages=[wire.StoredMessage("user", "hi", 1.5), wire.StoredMessage("assistant", "he", 2.5, False)]),
+    wire.DoneReply(id=11, deleted=False),
 ]
 
 
@@ -176,10 +184,11 @@ def test_to_query_builds_the_assistants_objects():
 
 
 def test_type_tables_match_the_unions():
-    assert set(wire.REQUEST_TYPES) == {"hello", "suggest", "complete", "chat", "cancel", "status"}
+    assert set(wire.REQUEST_TYPES) == {"hello", "suggest", "complete", "chat", "cancel", "status",
+                                       "sessions", "session", "session_delete"}
     assert set(wire.REPLY_TYPES) == {"delta", "done", "error", "cancelled"}
     assert set(wire.ERROR_CODES) == {"parse_error", "invalid_request", "unknown_type", "duplicate_id", "too_large",
-                                     "too_many_requests", "internal"}
+                                     "too_many_requests", "internal", "not_found"}
 
 
 @given(st.text())

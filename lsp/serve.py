@@ -21,6 +21,7 @@ from lsprotocol import types
 from pygls.io_ import StdoutWriter, run_async
 
 from exlsp.plugins.assistant import Assistant
+from exlsp.plugins.chat_sessions import ChatSessions
 from exlsp.plugins.manager import PluginManager
 from exlsp.runtime import BackendConfig, ExlspError, ModelSpec, load_engine
 
@@ -98,14 +99,25 @@ class ThreadedReader:
 
 
 async def run_lsp(server: ExlspServer, reader: Any, writer: Any) -> int:
-    """Run the protocol until the input ends or the client sends ``exit``; the exit code."""
+    """Run the protocol until the input ends or the client sends ``exit``; the exit code. Requests
+    still running then are cancelled (their generations with them): nobody is left to answer."""
     server.protocol.set_writer(writer)
     stop = threading.Event()
     try:
         await run_async(stop_event=stop, reader=reader, protocol=server.protocol, logger=log)
     except SystemExit as exc:  # pygls' exit handler calls sys.exit
         return int(exc.code or 0)
+    finally:
+        _cancel_requests(server)
     return 0 if server.protocol._shutdown else 1
+
+
+def _cancel_requests(server: ExlspServer) -> None:
+    """pygls cancels in-flight requests on ``shutdown`` only; an editor that exits or closes the
+    pipe mid-request (a streaming chat) would otherwise keep the model busy for nobody."""
+    for future in list(server.protocol._request_futures.values()):
+        if not future.done():
+            future.cancel()
 
 
 async def report_load_progress(server: ExlspServer, fraction: Callable[[], float], label: str) -> None:
@@ -168,8 +180,10 @@ async def load_into(
             await result
 
 
-def make_state(plugins: PluginManager, file_settings: dict[str, Any] | None = None) -> ServerState:
-    return ServerState(plugins=plugins, file_settings=dict(file_settings or {}))
+def make_state(
+    plugins: PluginManager, file_settings: dict[str, Any] | None = None, sessions: ChatSessions | None = None
+) -> ServerState:
+    return ServerState(plugins=plugins, file_settings=dict(file_settings or {}), sessions=sessions)
 
 
 async def serve_stdio(
@@ -183,10 +197,11 @@ async def serve_stdio(
     file_settings: dict[str, Any] | None = None,
     owner_factory: Callable[[Assistant], Any] | None = None,
     keep_alive_s: float = 5.0,
+    sessions: ChatSessions | None = None,
 ) -> int:
     """Serve one editor on stdio; with ``owner_factory`` also own the sockets (see owner.py) and,
     when this editor leaves, linger while editors attached through the LSP socket remain."""
-    server = build_server(make_state(plugins, file_settings))
+    server = build_server(make_state(plugins, file_settings, sessions))
     code = 1
     owners: list[Any] = []
     async with anyio.create_task_group() as tg:

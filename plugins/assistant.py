@@ -8,6 +8,7 @@ token.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -163,6 +164,15 @@ class Assistant:
                 best = (score, reg.plugin, reg.obj)
         return (best[1], best[2]) if best else ("builtin-fallback", fallback)
 
+    def _format_call(self, candidates: Sequence[Registered[Any]], obj: Any, method: str, *args: Any) -> Any:
+        """``obj.<method>(*args)`` for a prompt or chat format: bounded by the hook budget when it
+        is a plugin's (a hang is a strike, ``PluginFailed``); an exception is raised as is, and
+        the caller falls back for this request without blocking the format."""
+        reg = next((r for r in candidates if r.obj is obj), None)
+        if reg is None:  # the built-in fallback: our own code
+            return getattr(obj, method)(*args)
+        return self.plugins.guarded_sync(reg, method, *args, block_on_error=False)
+
     async def _context(self, kind: str, query: Query) -> list[ContextChunk]:
         chunks: list[ContextChunk] = []
 
@@ -217,8 +227,10 @@ class Assistant:
         suffix = query.suffix if getattr(fmt, "uses_suffix", True) else ""
         window = self.layout.window(query.path or "untitled", query.prefix, suffix, chunks, budget, self.model)
         try:
-            prompt = fmt.build(self.model, window.prefix, window.suffix, window.chunks, query)
-        except Exception as exc:  # a broken format plugin must not cost the user the completion
+            prompt = self._format_call(
+                self.plugins.prompt_formats(), fmt, "build", self.model, window.prefix, window.suffix, window.chunks, query
+            )
+        except Exception as exc:  # a broken or hung format plugin must not cost the user the completion
             log.warning("prompt format %s failed: %s", fmt_name, exc)
             prompt = self._fallback_prompt.build(self.model, window.prefix, window.suffix, window.chunks, query)
         stop = list(prompt.stop) + ([] if multiline else ["\n"])
@@ -271,7 +283,7 @@ class Assistant:
 
     def _render_chat(self, chat: Any, messages: list[ChatMessage]) -> str:
         try:
-            return chat.render(self.model, messages, True)
+            return self._format_call(self.plugins.chat_formats(), chat, "render", self.model, messages, True)
         except Exception as exc:
             log.warning("chat format failed (%s); using ChatML", exc)
             return self._fallback_chat.render(self.model, messages, True)
@@ -325,10 +337,17 @@ class Assistant:
             for reg in self.plugins.chat_commands():
                 if reg.obj.name == name:
                     try:
-                        built = self.plugins.guarded_sync(reg, "messages", argument, query, expect=list)
+                        # The command sees the file and selection defused, and what it builds is
+                        # defused again: neither a file nor a plugin's echo of it may forge a turn.
+                        safe = dataclasses.replace(
+                            query,
+                            selection=self._defuse(query.selection) if query.selection else query.selection,
+                            document=self._defuse(query.document) if query.document else query.document,
+                        )
+                        built = self.plugins.guarded_sync(reg, "messages", argument, safe, expect=list)
                     except PluginFailed:
                         break
-                    return messages[:-1] + built
+                    return messages[:-1] + [ChatMessage(m.role, self._defuse(m.content)) for m in built]
         context = []
         if query.selection:
             selection = self._defuse(query.selection)

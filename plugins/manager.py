@@ -6,8 +6,11 @@ distribution), entry points of other distributions (by distribution, then name),
 object per kind and ``name`` is returned: a later one shadows an earlier one, with a warning.
 
 A plugin that fails (import, registration, a call through ``guarded``) is *blocked*: unregistered,
-its objects never returned again, the reason kept for ``report()``. A plugin the user left out
-(allow list, block list) is *disabled* and never imported. Use it from one thread (the loop's).
+its objects never returned again, the reason kept for ``report()``. A call over its time budget is
+a *strike* instead: that request goes on without the plugin, and the plugin is blocked at its
+third strike among its last 20 calls, or as soon as three of its calls hang or its calls leave
+more than eight threads running (``guard.py``). A plugin the user left out (allow list, block
+list) is *disabled* and never imported. Use it from one thread (the loop's).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from exlsp.runtime import ExlspError
 
 from . import hookspecs
 from .api import ChatCommand, ChatFormat, ContextProvider, PostProcessor, PromptFormat
+from .guard import MAX_PLUGIN_THREADS, STRIKES, CallRecord, await_within, call_in_thread, call_in_thread_async
 from .reload import LocalFile, forget_module, import_failure_reason, import_file, module_name_for, plan_sync
 from .settings import default_plugins_dir, merge_settings
 
@@ -55,12 +59,14 @@ _LOOP_SLACK_S = 0.1
 
 
 class PluginFailed(ExlspError):
-    """A plugin call failed and the plugin is now blocked (or already was): skip it."""
+    """A plugin call failed: skip the plugin for this request. ``blocked``: it is now blocked (or
+    already was); otherwise the call was over its budget and counted as a strike."""
 
-    def __init__(self, plugin: str, reason: str) -> None:
-        super().__init__(f"plugin {plugin!r} is blocked: {reason}")
+    def __init__(self, plugin: str, reason: str, *, blocked: bool = True) -> None:
+        super().__init__(f"plugin {plugin!r} {'is blocked' if blocked else 'failed'}: {reason}")
         self.plugin = plugin
         self.reason = reason
+        self.blocked = blocked
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,23 @@ class PluginInfo(msgspec.Struct):
     reason: str = ""
 
 
+def unsafe_to_import(path: Path) -> str | None:
+    """Why a local plugin file must not be imported, or None. As ssh does with its keys: the file
+    and its folder must belong to this user (or root) and be writable by no one else, or another
+    user could plant code that runs as this one."""
+    me = os.getuid()
+    for target in (path, path.parent):
+        try:
+            st = target.stat()
+        except OSError as exc:
+            return f"{target}: cannot check its owner ({exc.strerror})"
+        if st.st_uid not in (me, 0):
+            return f"{target} belongs to uid {st.st_uid}, not to this user: not imported"
+        if st.st_mode & 0o022:
+            return f"{target} is writable by other users (chmod go-w it): not imported"
+    return None
+
+
 class _Refused(Exception):
     """A plugin broke a rule while being registered; the message is the reason shown."""
 
@@ -101,6 +124,7 @@ class _Plugin:
     objects: list[tuple[str, Any]] = field(default_factory=list)  # (kind, object)
     defaults: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] | None = None  # None: objects not configured yet
+    calls: CallRecord = field(default_factory=CallRecord)  # strikes, hung calls, threads left running
 
     def info(self) -> PluginInfo:
         return PluginInfo(self.name, self.source, self.version, list(self.hooks), self.status, self.reason)
@@ -115,14 +139,19 @@ class PluginManager:
         entry_points: bool = True,
         settings: Mapping[str, Mapping[str, Any]] | None = None,
         hook_timeout_s: float = 1.0,
+        strikes: int = STRIKES,
     ) -> None:
+        if strikes < 1:
+            raise ValueError(f"strikes must be at least 1, got {strikes}")
         self.hook_timeout_s = hook_timeout_s
+        self.strikes = strikes
         self.generation = 0
         self.loads: dict[str, int] = {}
         self.warnings: list[str] = []
         self.on_change: list[Callable[[], None]] = []
         self._entry_points = entry_points
-        self._user_settings = {k: dict(v) for k, v in (settings or {}).items()}
+        self._file_settings = {k: dict(v) for k, v in (settings or {}).items()}  # the config file's
+        self._user_settings = {k: dict(v) for k, v in self._file_settings.items()}
         env = os.environ.get(ENV_ALLOW)
         # The environment beats the config file, as everywhere in exlsp; "" loads nothing.
         if env is not None:
@@ -250,6 +279,10 @@ class PluginManager:
         self._plugins[file.name] = rec
         if not self._admit(rec):
             return
+        unsafe = unsafe_to_import(file.path)
+        if unsafe is not None:
+            self._refuse(rec, unsafe)
+            return
         try:
             module = import_file(file.path, file.source, module_name_for(file.name))
         except (Exception, SystemExit) as exc:
@@ -344,8 +377,13 @@ class PluginManager:
         return merge_settings(plugin, rec.defaults if rec else {}, self._user_settings.get(plugin))[0]
 
     def update_settings(self, settings: Mapping[str, Mapping[str, Any]]) -> None:
-        """Replace the user's plugin settings; objects with ``configure`` get their new settings."""
-        self._user_settings = {k: dict(v) for k, v in settings.items()}
+        """Layer the editor's plugin settings over the config file's (per plugin, per key: an editor
+        never silently undoes a user's opt-out such as ``[plugins.shell] send_history = false``);
+        objects with ``configure`` get their new settings."""
+        self._user_settings = {
+            name: {**self._file_settings.get(name, {}), **dict(settings.get(name, {}))}
+            for name in {*self._file_settings, *settings}
+        }
         blocked = False
         for rec in [r for r in self._plugins.values() if r.status == "enabled"]:
             try:
@@ -431,25 +469,30 @@ class PluginManager:
         timeout_s: float | None = None,
         expect: Expect = None,
     ) -> Any:
-        """Call ``registered.obj.<method_name>(*args)``, awaiting the result if it is awaitable.
-        An exception, a call over ``timeout_s`` (default ``hook_timeout_s``) or a result that is
-        not an ``expect`` blocks the plugin and raises ``PluginFailed``."""
-        budget = self._budget(registered, timeout_s)
+        """Call ``registered.obj.<method_name>(*args)`` within ``timeout_s`` (default
+        ``hook_timeout_s``). A coroutine method runs on the loop and is cancelled at the budget; a
+        plain one runs in a worker thread, so that even one that never returns leaves the loop
+        free (an awaitable it returns is awaited in what is left of the budget). An exception or a
+        result that is not an ``expect`` blocks the plugin; a call over budget is a strike. Either
+        way the call raises ``PluginFailed``."""
+        rec, budget = self._admit_call(registered, timeout_s)
         start = time.perf_counter()
-        limit, timed_out = budget, False
+        limit: float | None = None
         try:
-            result = getattr(registered.obj, method_name)(*args)
-            if inspect.isawaitable(result):
-                with anyio.move_on_after(budget) as scope:
-                    result = await result
-                timed_out = scope.cancel_called
+            method = getattr(registered.obj, method_name)
+            if inspect.iscoroutinefunction(method):
+                result, in_time = await await_within(rec.calls, method(*args), budget)
                 # The deadline bounds an awaiting call; the clock here also counts other tasks'
                 # turns, so it only catches a coroutine that blocked the loop, with slack.
                 limit = 2 * budget + _LOOP_SLACK_S
+            else:
+                result, in_time = await call_in_thread_async(rec.calls, method, args, budget)
+                if in_time and inspect.isawaitable(result):
+                    result, in_time = await await_within(rec.calls, result, budget - (time.perf_counter() - start))
         except Exception as exc:
             self._fail(registered, f"{method_name}() raised {type(exc).__name__}: {exc}")
-        if timed_out:
-            self._fail(registered, f"{method_name}() timed out after {budget} s")
+        if not in_time:
+            self._strike(registered, f"{method_name}() timed out after {budget} s")
         return self._judge(registered, method_name, result, time.perf_counter() - start, limit, expect)
 
     def guarded_sync(
@@ -459,42 +502,85 @@ class PluginManager:
         *args: Any,
         timeout_s: float | None = None,
         expect: Expect = None,
+        block_on_error: bool = True,
     ) -> Any:
-        """``guarded`` for plain calls (post-processors): same rules; an awaitable result is wrong."""
-        budget = self._budget(registered, timeout_s)
-        start = time.perf_counter()
+        """``guarded`` for plain methods called where the caller cannot await (post-processors,
+        prompt and chat formats): same rules. The call runs in a worker thread and the caller
+        waits at most the budget, so a hung method stalls the loop for its budget, not for ever.
+        An awaitable result is wrong. ``block_on_error=False`` re-raises what the method raised,
+        for a caller that falls back for that one call instead."""
+        rec, budget = self._admit_call(registered, timeout_s)
         try:
-            result = getattr(registered.obj, method_name)(*args)
+            result, in_time = call_in_thread(rec.calls, getattr(registered.obj, method_name), args, budget)
         except Exception as exc:
+            if not block_on_error:
+                raise
             self._fail(registered, f"{method_name}() raised {type(exc).__name__}: {exc}")
+        if not in_time:
+            self._strike(registered, f"{method_name}() timed out after {budget} s")
         if inspect.isawaitable(result):
             _close(result)
             self._fail(registered, f"{method_name}() returned an awaitable; it must be a plain function")
-        return self._judge(registered, method_name, result, time.perf_counter() - start, budget, expect)
+        return self._judge(registered, method_name, result, 0.0, None, expect)
 
-    def _budget(self, registered: Registered[Any], timeout_s: float | None) -> float:
+    def _admit_call(self, registered: Registered[Any], timeout_s: float | None) -> tuple[_Plugin, float]:
         rec = self._plugins.get(registered.plugin)
         if rec is None or rec.status != "enabled":
             raise PluginFailed(registered.plugin, rec.reason if rec is not None else "not loaded")
         if not any(obj is registered.obj for _, obj in rec.objects):
             raise PluginFailed(registered.plugin, "this object is from an earlier load of the plugin")
-        return self.hook_timeout_s if timeout_s is None else timeout_s
+        return rec, self.hook_timeout_s if timeout_s is None else timeout_s
 
     def _judge(
-        self, registered: Registered[Any], method: str, result: Any, elapsed: float, limit: float, expect: Expect
+        self, registered: Registered[Any], method: str, result: Any, elapsed: float, limit: float | None, expect: Expect
     ) -> Any:
-        # A sync call is bounded too: it runs on the event loop and stalls every other request.
-        if elapsed > limit:
-            self._fail(registered, f"{method}() took {elapsed:.2f} s, over its {limit:g} s budget")
+        # A coroutine that never awaits cannot be cancelled: it ran on the loop and stalled it.
+        if limit is not None and elapsed > limit:
+            self._strike(registered, f"{method}() took {elapsed:.2f} s, over its {limit:g} s budget")
         if expect is not None and not isinstance(result, expect):
             names = " or ".join(t.__name__ for t in (expect if isinstance(expect, tuple) else (expect,)))
             self._fail(registered, f"{method}() returned {type(result).__name__}, expected {names}")
+        rec = self._current(registered)
+        if rec is not None:
+            rec.calls.note(False)
+            self._check_threads(registered, rec)
         return result
 
-    def _fail(self, registered: Registered[Any], reason: str) -> Any:
+    def _current(self, registered: Registered[Any]) -> _Plugin | None:
+        """The plugin's record if ``registered`` is from its current load. A reload may have
+        replaced the plugin while the call ran: the new version is never charged for the old."""
         rec = self._plugins.get(registered.plugin)
-        # A reload may have replaced the plugin while the call ran: never block the new version.
         if rec is not None and any(obj is registered.obj for _, obj in rec.objects):
+            return rec
+        return None
+
+    def _check_threads(self, registered: Registered[Any], rec: _Plugin) -> None:
+        alive = rec.calls.live_threads()
+        if alive > MAX_PLUGIN_THREADS:
+            self._fail(registered, f"its calls left {alive} threads running (at most {MAX_PLUGIN_THREADS})")
+
+    def _strike(self, registered: Registered[Any], reason: str) -> Any:
+        """A call over its budget: block the plugin at its ``strikes``-th strike among its recent
+        calls, or when that many of its calls are still running past their budget; else raise
+        ``PluginFailed`` for this call only."""
+        rec = self._current(registered)
+        if rec is None:
+            raise PluginFailed(registered.plugin, reason, blocked=False)
+        strikes = rec.calls.note(True)
+        if strikes >= self.strikes:
+            recent = len(rec.calls.recent)
+            self._fail(
+                registered, reason if self.strikes == 1 else f"{reason}; {strikes} of its last {recent} calls were over budget"
+            )
+        stuck = rec.calls.stuck()
+        if stuck >= self.strikes:
+            self._fail(registered, f"{reason}; {stuck} of its calls are still running past their budget")
+        self._check_threads(registered, rec)
+        log.warning("plugin %r: %s (strike %d of %d)", registered.plugin, reason, strikes, self.strikes)
+        raise PluginFailed(registered.plugin, f"{reason} (strike {strikes} of {self.strikes})", blocked=False)
+
+    def _fail(self, registered: Registered[Any], reason: str) -> Any:
+        if self._current(registered) is not None:
             self.block(registered.plugin, reason)
         raise PluginFailed(registered.plugin, reason)
 

@@ -235,3 +235,41 @@ async def test_stop_check_ends_generation_where_it_says(make_fake_engine):
     assert final.stop_reason == "stop" and final.text == "line one\n"
     assert "".join(d.text for d in deltas) == final.text
     assert final.generated_tokens < len("line one\nline two\n")
+
+
+async def test_a_waiting_chat_ages_past_a_stream_of_shell_jobs_but_not_past_inline(make_fake_engine):
+    """Strict priorities would starve a chat behind a steady stream of shell suggestions: after
+    ``aging_s`` it competes as a shell job (in submission order). Inline completions still pre-empt."""
+    engine = make_fake_engine(token_delay_s=0.002, lanes=3, groups={"completion": 1, "shell": 1, "chat": 1})
+    engine.aging_s = 0.3
+    done: list[str] = []
+    flooding = True
+
+    async def shells():
+        i = 0
+        while flooding:  # always one shell job queued behind the running one
+            a = await engine.generate(GenerationRequest(prompt=f"s{i}", max_tokens=10, priority=Priority.SHELL,
+                                                        lane_group="shell"))
+            b = await engine.generate(GenerationRequest(prompt=f"t{i}", max_tokens=10, priority=Priority.SHELL,
+                                                        lane_group="shell"))
+            await a.result()
+            await b.result()
+            i += 1
+
+    flood = asyncio.create_task(shells())
+    await asyncio.sleep(0.05)
+    chat = await engine.generate(GenerationRequest(prompt="chat", max_tokens=60, priority=Priority.CHAT, lane_group="chat"))
+    t0 = asyncio.get_running_loop().time()
+    async for event in chat:
+        if isinstance(event, Delta) and not done:
+            done.append("chat started")
+            inline = await engine.generate(GenerationRequest(prompt="x", max_tokens=5, priority=Priority.INLINE,
+                                                             lane_group="completion"))
+    waited = asyncio.get_running_loop().time() - t0
+    final = chat.final
+    inline_final = await inline.result()
+    flooding = False
+    await flood
+    assert final.stop_reason == "length" and final.generated_tokens == 60
+    assert waited < 3.0  # without aging it would wait for the flood (which only ends after it)
+    assert final.preemptions >= 1 and inline_final.stop_reason == "length"  # inline still came first

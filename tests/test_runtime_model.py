@@ -13,7 +13,9 @@ from exlsp.runtime.lanes import common_prefix_len
 
 pytestmark = pytest.mark.model
 
-CODE = Path(__file__).resolve().parents[1] / "runtime" / "engine.py"
+# Real code to complete, pinned: greedy near-ties make warm-vs-cold comparisons text-dependent, so
+# the text must not change whenever runtime/engine.py does (a copy of it, frozen).
+CODE = Path(__file__).resolve().parent / "data" / "sample_code.py.txt"
 
 
 def req(prompt, **kw) -> GenerationRequest:
@@ -100,6 +102,32 @@ async def test_cancel_mid_prefill_keeps_what_was_prefilled(real_engine):
     )
     assert warm.reused_tokens == final.prefilled_tokens
     assert warm.tokens == cold.tokens
+
+
+async def test_a_cancel_inside_a_prefill_chunk_keeps_the_chunk(real_engine, monkeypatch):
+    """A cancel (or supersede) arriving while a prefill chunk is computed lets the chunk finish and
+    keeps it in the lane: a typist outpacing a cold prefill cancels every request, and dropping the
+    chunk in progress each time would never let the prefill advance."""
+    text = CODE.read_text()[:5000]
+    chunk = real_engine.backend.n_batch
+    original = real_engine._should_stop_prefill
+    cancelled = []
+
+    def cancel_inside_the_first_chunk(job, inside=False):
+        if inside and not cancelled:
+            cancelled.append(job.id)
+            job.cancel("superseded")
+        return original(job, inside)
+
+    monkeypatch.setattr(real_engine, "_should_stop_prefill", cancel_inside_the_first_chunk)
+    stream = await real_engine.generate(req(text, max_tokens=4, lane_group="shell", reuse_cache=False))
+    final = await stream.result()
+    monkeypatch.undo()
+    assert cancelled == [stream.job_id]
+    assert final.stop_reason == "superseded" and final.prompt_tokens > chunk
+    assert final.prefilled_tokens == chunk  # the chunk in progress finished, and nothing after it
+    warm = await real_engine.complete(req(text, max_tokens=2, lane_group="shell"))
+    assert warm.reused_tokens == chunk
 
 
 async def test_priority_order_under_load(real_engine):

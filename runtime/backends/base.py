@@ -13,7 +13,11 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from ..types import SpecialTokens
 
-AbortCheck = Callable[[], bool]
+# ``should_abort()`` is asked between prefill chunks; a backend that can stop *inside* a chunk asks
+# ``should_abort(True)``, which is stricter: true only when the chunk's work would be wasted anyway
+# (the engine closes, or a more urgent job needs the model now). A cancelled or superseded job lets
+# its chunk finish, so the lane keeps it for the next keystroke's prompt, which shares the prefix.
+AbortCheck = Callable[..., bool]
 
 
 @dataclass(frozen=True, slots=True)

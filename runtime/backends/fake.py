@@ -3,6 +3,9 @@
 Its "model" makes the next token a function of the *whole* token sequence in the lane, so a
 lane whose book-keeping drifts from its cache produces different output: warm-vs-cold tests on
 the double can fail. Tokens 0-255 are bytes; special tokens follow.
+
+``FaultyBackend`` wraps any backend (this double, or the real llama.cpp one) and makes chosen
+calls raise, for the fault tests (docs/faults.md).
 """
 
 from __future__ import annotations
@@ -10,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..types import SpecialTokens
-from .base import AbortCheck, BackendConfig
+from .base import AbortCheck, Backend, BackendConfig
 
 SPECIALS = ["<s>", "</s>", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<|im_end|>"]
 PRINTABLE = [*range(32, 127), 10]
@@ -120,3 +124,91 @@ class FakeBackend:
 
     def close(self) -> None:
         self._seqs = [[] for _ in range(self.n_lanes)]
+
+
+FAULT_OPS = ("eval", "logits", "truncate")
+
+
+@dataclass
+class _Fault:
+    op: str
+    exc: BaseException
+    skip: int  # calls of ``op`` that still succeed before this fault fires
+    times: int  # how often it fires; -1: every call from then on
+    partial: bool  # eval only: evaluate the first half of the tokens, then raise
+
+
+class FaultyBackend:
+    """Any backend, with faults injected on its owner-thread calls.
+
+    ``fail("eval", exc, after=1)`` makes the second ``eval`` call from now raise ``exc``: the
+    engine's first ``eval`` of a job prefills the prompt, every later one decodes one token, so
+    ``after`` picks the stage. ``partial=True`` evaluates half of that call's tokens in the wrapped
+    backend before raising, as a device that fails mid-batch leaves a cache the engine's book does
+    not know about. Everything else passes through; ``close`` leaves the wrapped backend open
+    unless ``close_inner``, so a test can wrap the session's real model for a while.
+    """
+
+    def __init__(self, inner: Backend, *, close_inner: bool = False) -> None:
+        self.inner = inner
+        self.close_inner = close_inner
+        self.calls = {op: 0 for op in FAULT_OPS}
+        self.raised = 0
+        self._faults: list[_Fault] = []
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def fail(
+        self, op: str, exc: BaseException | None = None, *, after: int = 0, times: int = 1, partial: bool = False
+    ) -> None:
+        if op not in FAULT_OPS:
+            raise ValueError(f"unknown backend call {op!r}; one of {', '.join(FAULT_OPS)}")
+        exc = exc if exc is not None else RuntimeError(f"injected {op} failure")
+        with self._lock:
+            self._faults.append(_Fault(op, exc, after, times, partial))
+
+    def heal(self) -> None:
+        """Drop every pending fault."""
+        with self._lock:
+            self._faults.clear()
+
+    def _due(self, op: str) -> _Fault | None:
+        with self._lock:
+            self.calls[op] += 1
+            for fault in self._faults:
+                if fault.op != op:
+                    continue
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    return None
+                if fault.times > 0:
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self._faults.remove(fault)
+                self.raised += 1
+                return fault
+        return None
+
+    def eval(self, lane: int, tokens: Sequence[int], start: int, should_abort: AbortCheck) -> int:
+        fault = self._due("eval")
+        if fault is None:
+            return self.inner.eval(lane, tokens, start, should_abort)
+        if fault.partial and len(tokens) > 1:
+            self.inner.eval(lane, tokens[: len(tokens) // 2], start, should_abort)
+        raise fault.exc
+
+    def logits(self, lane: int) -> Any:
+        if (fault := self._due("logits")) is not None:
+            raise fault.exc
+        return self.inner.logits(lane)
+
+    def truncate(self, lane: int, n: int) -> None:
+        if (fault := self._due("truncate")) is not None:
+            raise fault.exc
+        self.inner.truncate(lane, n)
+
+    def close(self) -> None:
+        if self.close_inner:
+            self.inner.close()

@@ -21,14 +21,14 @@ import anyio.abc
 from anyio.abc import SocketAttribute
 
 from exlsp.plugins.assistant import Assistant
+from exlsp.plugins.chat_sessions import ChatSessions
 from exlsp.plugins.manager import PluginManager
 from exlsp.runtime import ExlspError
 
 from .serve import run_lsp
 from .server import ServerState, build_server
-from .socket_client import Client
-from .socket_paths import claim_socket
-from .socket_server import peer_allowed
+from .socket_client import Client, check_server
+from .socket_server import claim, peer_allowed, serve_listener
 
 log = logging.getLogger(__name__)
 
@@ -102,24 +102,23 @@ class _StreamWriter:
 class LspSocketServer:
     """Language servers for attached editors, on ``lsp.sock``."""
 
-    def __init__(self, path: Path, assistant: Assistant, plugins: PluginManager) -> None:
+    def __init__(
+        self, path: Path, assistant: Assistant, plugins: PluginManager, sessions: ChatSessions | None = None
+    ) -> None:
         self.path = path
         self.assistant = assistant
         self.plugins = plugins
+        self.sessions = sessions  # shared by every attached editor: one store per process
         self.clients = 0
         self.served = 0
         self.idle = anyio.Event()
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[Path] = anyio.TASK_STATUS_IGNORED) -> None:
-        with anyio.CancelScope(shield=True):
-            claimed = await anyio.to_thread.run_sync(claim_socket, self.path)
+        claimed = await claim(self.path)
         try:
-            listener = await anyio.abc.SocketListener.from_socket(claimed.sock)
-            async with listener, anyio.create_task_group() as tg:
-                task_status.started(self.path)
-                while True:
-                    stream = await listener.accept()
-                    tg.start_soon(self._handle, stream)
+            async with anyio.create_task_group() as tg:
+                # A removed lsp.sock is created again, as the NDJSON socket is (socket_server.py).
+                await serve_listener(claimed, lambda stream: tg.start_soon(self._handle, stream), task_status=task_status)
         finally:
             claimed.release()
 
@@ -131,7 +130,7 @@ class LspSocketServer:
             self.clients += 1
             self.served += 1
             self.idle = anyio.Event()
-            state = ServerState(plugins=self.plugins)
+            state = ServerState(plugins=self.plugins, sessions=self.sessions)
             server = build_server(state)
             state.set_assistant(self.assistant)
             try:
@@ -161,9 +160,15 @@ def find_owner(socket_path: Path, model_name: str) -> Path | None:
 
 
 def relay(lsp_path: Path, stdin: BinaryIO, stdout: BinaryIO) -> int:
-    """Copy stdin to the owner and the owner's replies to stdout until either side ends."""
+    """Copy stdin to the owner and the owner's replies to stdout until either side ends. The
+    owner must be our own user (``check_server``): the editor's documents go there."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(os.fspath(lsp_path))
+    try:
+        check_server(sock, lsp_path)
+    except ExlspError:
+        sock.close()
+        raise
 
     def upstream() -> None:
         try:

@@ -9,9 +9,10 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from exlsp import __version__
 from exlsp.runtime import (
@@ -20,13 +21,17 @@ from exlsp.runtime import (
     Engine,
     ExlspError,
     GenerationRequest,
+    ModelSpec,
     Priority,
     resolve_model,
 )
 from exlsp.runtime import bench_gpu
 from exlsp.runtime import load_engine as _load_engine
 
-from . import bench_http, bench_shell, cli_clients, shell_setup
+from . import bench_http, bench_load, bench_shell, cli_clients, shell_setup
+
+if TYPE_CHECKING:
+    from .socket_paths import ClaimedSocket
 
 log = logging.getLogger("exlsp")
 
@@ -86,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     lsp_bench.add_argument("--out", type=Path)
     bench_shell.add_parser(bench_sub)
     bench_http.add_parser(bench_sub)
+    bench_load.add_parser(bench_sub)
     bench_gpu.add_parser(bench_sub)
     shell_setup.add_parser(sub)
     return parser
@@ -98,29 +104,73 @@ class LoadProgress:
         self.label = label
         self.t0 = time.perf_counter()
         self._last = -1
+        self._lock = threading.Lock()  # called from the load thread
+        self._silent = False
 
     def __call__(self, fraction: float) -> None:
         pct = int(fraction * 100)
-        if pct != self._last and (pct - self._last >= 5 or pct == 100):
-            self._last = pct
-            bar = "#" * (pct // 5)
-            sys.stderr.write(f"\r{self.label} [{bar:<20}] {pct:3d}%")
-            sys.stderr.flush()
+        with self._lock:
+            if not self._silent and pct != self._last and (pct - self._last >= 5 or pct == 100):
+                self._last = pct
+                bar = "#" * (pct // 5)
+                sys.stderr.write(f"\r{self.label} [{bar:<20}] {pct:3d}%")
+                sys.stderr.flush()
+
+    def silence(self) -> None:
+        """No more output, from now on: an interrupted load must not draw after the last word."""
+        with self._lock:
+            self._silent = True
 
     def done(self) -> None:
         sys.stderr.write(f"\r{self.label} [{'#' * 20}] 100%  ({time.perf_counter() - self.t0:.1f} s)\n")
         sys.stderr.flush()
 
 
-def load_engine_from_args(args: argparse.Namespace, lane_groups: dict[str, int] | None = None) -> Engine:
-    spec = resolve_model(args.model, args.backend)
+def load_engine_from_args(
+    args: argparse.Namespace, lane_groups: dict[str, int] | None = None, spec: ModelSpec | None = None
+) -> Engine:
+    spec = spec or resolve_model(args.model, args.backend)
     progress = LoadProgress(f"loading {spec.name} ({spec.backend})")
     config = BackendConfig(n_lanes=args.lanes, n_ctx=args.ctx, n_threads=args.threads)
     if lane_groups is None:
         lane_groups = default_lane_groups(args.lanes)
-    engine = _load_engine(spec, config, lane_groups=lane_groups, progress=progress)
+    try:
+        engine = load_in_thread(lambda: _load_engine(spec, config, lane_groups=lane_groups, progress=progress))
+    except KeyboardInterrupt:
+        progress.silence()
+        raise
     progress.done()
     return engine
+
+
+def load_in_thread(load: Callable[[], Engine]) -> Engine:
+    """Run a model load in a worker thread while the main thread waits for it.
+
+    A signal's Python handler runs in the main thread, between two bytecodes: during a load in the
+    main thread that is inside one of llama.cpp's ctypes callbacks (progress, log), where ctypes
+    swallows the exception — the SIGTERM is lost and the load, and the process, go on. Waiting on
+    an event, the main thread takes the signal at once; the ``Interrupted`` it raises is marked
+    ``during_load``, and ``main`` then ends the process without waiting for the thread."""
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            box["engine"] = load()
+        except BaseException as exc:  # handed to the main thread
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="exlsp-load", daemon=True).start()
+    try:
+        done.wait()
+    except KeyboardInterrupt as exc:
+        exc.during_load = True  # type: ignore[attr-defined]
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["engine"]
 
 
 def default_lane_groups(n: int) -> dict[str, int]:
@@ -183,10 +233,12 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     import anyio
 
     from exlsp.plugins.assistant import Assistant
+    from exlsp.plugins.chat_sessions import ChatSessions
 
     from .owner import Owner
     from .socket_paths import resolve_socket_path
 
+    spec = resolve_model(args.model, args.backend)  # a bad or truncated model fails first, in a blink
     socket_path = resolve_socket_path(args.socket)
     http = None
     if args.http:
@@ -199,13 +251,26 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         check_bind(host, args.http_token)  # a bad bind fails before the model loads
         http = (host, int(port))
     plugins, _ = load_plugins(args)
-    engine = load_engine_from_args(args)
-    assistant = Assistant(engine, plugins)
+    claimed = claim_before_loading(socket_path)
+    try:
+        lane_groups = None
+        if http is not None:  # the HTTP API gets a lane of its own, added to the others
+            args.lanes += 1
+            lane_groups = {**default_lane_groups(args.lanes - 1), "http": 1}
+        engine = load_engine_from_args(args, lane_groups, spec=spec)
+        assistant = Assistant(engine, plugins)
+        sessions = ChatSessions.default()  # opens its file at the first session request
+    except BaseException:
+        if claimed is not None:
+            claimed.release()
+        raise
+    stopped_by: list[int] = []
 
     async def main() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with anyio.create_task_group() as tg:
-                owner = Owner(assistant, plugins, socket_path)
+                tg.start_soon(cancel_on_signal, signals, tg.cancel_scope, stopped_by)
+                owner = Owner(assistant, plugins, socket_path, sessions, claimed)
                 await owner.start(tg)
                 if http is not None:
                     from .http_api import make_app, serve_http
@@ -218,18 +283,51 @@ def cmd_daemon(args: argparse.Namespace) -> int:
                 where = f"socket {socket_path}" if owner.socket else f"no socket: {owner.socket_error}"
                 sys.stderr.write(f"exlsp: model resident ({where}); press Ctrl-C to stop\n")
                 sys.stderr.flush()
-                async for _ in signals:
-                    break
-                tg.cancel_scope.cancel()
+                await anyio.sleep_forever()  # until cancel_on_signal
 
     try:
         anyio.run(main)
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt as exc:  # a signal just before the event loop took them over
+        stopped_by.append(getattr(exc, "signum", signal.SIGINT))
     finally:
-        engine.close()
-    sys.stderr.write("exlsp: stopped\n")
+        sessions.store.close()
+        engine.close()  # cancels a running generation; its client has already seen its socket close
+        if claimed is not None:
+            claimed.release()  # done by the socket server already, unless it never started
+    sys.stderr.write(f"exlsp: stopped ({signal_name(stopped_by[0] if stopped_by else signal.SIGINT)})\n")
     return 0
+
+
+def claim_before_loading(socket_path: Path) -> ClaimedSocket | None:
+    """Claim the daemon's socket before its model loads: a second daemon on the same socket fails
+    here in a second, naming the owner's pid, not after loading a model it could never serve.
+    Other socket trouble is only reported once loaded (the HTTP API may still serve)."""
+    from .socket_paths import SocketInUse, SocketSetupError, claim_socket
+
+    try:
+        return claim_socket(socket_path)
+    except SocketInUse:
+        raise
+    except SocketSetupError:
+        return None
+
+
+async def cancel_on_signal(signals: Any, scope: Any, received: list[int], on_signal: Callable[[int], None] | None = None) -> None:
+    """Wait for the first SIGINT/SIGTERM, note it, and cancel ``scope``: everything in it shuts
+    down in order (connections closed, socket and lock files removed)."""
+    async for signum in signals:
+        received.append(int(signum))
+        if on_signal is not None:
+            on_signal(int(signum))
+        scope.cancel()
+        return
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -247,16 +345,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     owner_lsp = None if args.no_attach else find_owner(socket_path, spec.name)
     if owner_lsp is not None:
         log.info("attaching to the exlsp process that owns %s (%s)", spec.name, owner_lsp)
-        code = relay(owner_lsp, sys.stdin.buffer, proto_out)
+        try:
+            code = relay(owner_lsp, sys.stdin.buffer, proto_out)
+        except KeyboardInterrupt as exc:
+            sys.stderr.write(f"exlsp: stopped ({signal_name(getattr(exc, 'signum', signal.SIGINT))})\n")
+            code = 0
         # The stdin reader thread may still sit in a read; a normal interpreter exit would abort
         # on its buffer lock. Nothing else is left to clean up in a relay.
         sys.stderr.flush()
         os._exit(code)
+    from exlsp.plugins.chat_sessions import ChatSessions
+
     plugins, config = load_plugins(args)
     backend_config = BackendConfig(n_lanes=args.lanes, n_ctx=args.ctx, n_threads=args.threads)
     stdin = sys.stdin.buffer
+    sessions = ChatSessions.default()  # one store for this process: stdio and attached editors
+    owners: list[Any] = []  # made once the model is loaded; they claim the sockets then
+    stopped_by: list[int] = []
+
+    def make_owner(assistant: Any) -> Any:
+        owners.append(Owner(assistant, plugins, socket_path, sessions))
+        return owners[-1]
+
+    def on_signal(signum: int) -> None:
+        if not owners:  # still loading: nothing is claimed, and the load need not finish first
+            exit_now(f"exlsp: interrupted by {signal_name(signum)} while loading the model", 128 + signum)
 
     async def main() -> int:
+        code = 1
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cancel_on_signal, signals, tg.cancel_scope, stopped_by, on_signal)
+                code = await serve_language_server()
+                tg.cancel_scope.cancel()
+        return code
+
+    async def serve_language_server() -> int:
         return await serve_stdio(
             spec,
             backend_config,
@@ -265,11 +389,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             proto_out=proto_out,
             stdin=stdin,
             file_settings=config.raw.get("lsp", {}) if isinstance(config.raw.get("lsp"), dict) else {},
-            owner_factory=lambda assistant: Owner(assistant, plugins, socket_path),
+            owner_factory=make_owner,
             keep_alive_s=args.keep_alive,
+            sessions=sessions,
         )
 
-    return anyio.run(main)
+    code = anyio.run(main)
+    if stopped_by:  # the sockets are gone; the stdin reader thread may sit in a read (see above)
+        exit_now(f"exlsp: stopped ({signal_name(stopped_by[0])})", 0)
+    return code
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -279,6 +407,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return bench_shell.run(args)
     if args.bench == "http":
         return bench_http.run(args)
+    if args.bench == "load":
+        return bench_load.run(args)
     if args.bench == "gpu":
         return bench_gpu.run(args)
 
@@ -315,14 +445,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM while no event loop handles them (start-up, the model load)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def _terminate_as_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise Interrupted(signum)
+
+
+def exit_now(message: str, code: int) -> None:
+    """End the process at once (``os._exit``): for when a thread is still inside native code (a
+    model load) or in a blocking read of stdin, which a normal interpreter exit would wait for or
+    abort on. Whatever must be cleaned up is cleaned up before this."""
+    sys.stderr.write(f"\n{message}\n" if message else "")
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # SIGTERM before the event loop runs (e.g. during a model load) ends as cleanly as Ctrl-C.
+    # SIGTERM and SIGINT before an event loop takes them over (e.g. during a model load) end as
+    # cleanly as Ctrl-C, and say which signal it was. An ignored SIGINT (a background job) stays so.
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _terminate_as_interrupt)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
         stream=sys.stderr,
@@ -334,6 +488,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExlspError as exc:
         sys.stderr.write(f"exlsp: error: {exc}\n")
         return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("\nexlsp: interrupted\n")
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        message = f"exlsp: interrupted by {signal_name(signum)}"
+        if getattr(exc, "during_load", False):  # the load thread is still in the backend
+            exit_now(f"{message} while loading the model", 128 + signum)
+        sys.stderr.write(f"\n{message}\n")
+        return 128 + signum

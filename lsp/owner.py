@@ -11,21 +11,31 @@ import anyio
 import anyio.abc
 
 from exlsp.plugins.assistant import Assistant
+from exlsp.plugins.chat_sessions import ChatSessions
 from exlsp.plugins.manager import PluginManager
 from exlsp.plugins.reload import watch_plugins
 
 from .attach import LspSocketServer, lsp_socket_path, wait_for_attached
-from .socket_paths import SocketSetupError
+from .socket_paths import ClaimedSocket, SocketSetupError
 from .socket_server import SocketServer
 
 log = logging.getLogger(__name__)
 
 
 class Owner:
-    def __init__(self, assistant: Assistant, plugins: PluginManager, socket_path: Path) -> None:
+    def __init__(
+        self,
+        assistant: Assistant,
+        plugins: PluginManager,
+        socket_path: Path,
+        sessions: ChatSessions | None = None,
+        claimed: ClaimedSocket | None = None,
+    ) -> None:
         self.assistant = assistant
         self.plugins = plugins
         self.socket_path = socket_path
+        self.sessions = sessions  # the process's one chat store, shared by both sockets
+        self.claimed = claimed  # the socket, when the caller claimed it before loading the model
         self.socket: SocketServer | None = None
         self.socket_error: str | None = None
         self.lsp: LspSocketServer | None = None
@@ -34,7 +44,7 @@ class Owner:
         """Start the plugin watcher and the socket; a socket that cannot be had is reported,
         not fatal (the LSP client must keep working)."""
         await tg.start(watch_plugins, self.plugins)
-        server = SocketServer(self.socket_path, self.assistant)
+        server = SocketServer(self.socket_path, self.assistant, sessions=self.sessions, claimed=self.claimed)
         try:
             await tg.start(server.serve)
         except* SocketSetupError as group:
@@ -43,7 +53,7 @@ class Owner:
         if self.socket_error is not None:
             return
         self.socket = server
-        lsp = LspSocketServer(lsp_socket_path(self.socket_path), self.assistant, self.plugins)
+        lsp = LspSocketServer(lsp_socket_path(self.socket_path), self.assistant, self.plugins, sessions=self.sessions)
         try:
             await tg.start(lsp.serve)
             self.lsp = lsp

@@ -11,7 +11,10 @@ peer's uid, so it is safe in a shared parent too.
 
 Claiming: an ``flock`` on ``<socket>.lock`` decides which process owns the path, so two servers
 starting together cannot both "replace the stale socket" and orphan one another. Under the lock, a
-socket file that nobody answers is stale and replaced; one that answers is never stolen.
+socket file that nobody answers is stale and replaced; one that answers is never stolen. The owner
+writes its pid into the lock file, so the loser can say who owns the path. On release the owner
+removes the socket and the lock file; a process that locked a lock file just as it was removed
+finds it is no longer the one at the path and tries again, so the removal cannot let two owners in.
 """
 
 from __future__ import annotations
@@ -102,21 +105,29 @@ class ClaimedSocket:
     _identity: tuple[int, int]
     _released: bool = field(default=False, repr=False)
 
+    def is_intact(self) -> bool:
+        """Whether the path still names the socket we bound (not removed, nor replaced)."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell (a permission change): do not thrash
+        return (st.st_dev, st.st_ino) == self._identity
+
     def release(self) -> None:
-        """Close the socket and remove its file (only if it is still the one we bound)."""
+        """Close the socket; remove its file and the lock file (each only if still ours)."""
         if self._released:
             return
         self._released = True
         self.sock.close()
         try:
-            st = os.lstat(self.path)
-            if (st.st_dev, st.st_ino) == self._identity:
+            if self.is_intact():
                 os.unlink(self.path)
         except FileNotFoundError:
             pass
         finally:
-            # The lock file stays: unlinking a lock file others may hold open races.
-            os.close(self._lock_fd)
+            _unlock(self.path, self._lock_fd)
 
 
 def claim_socket(path: Path, *, backlog: int = 128, probe_timeout: float = 1.0) -> ClaimedSocket:
@@ -147,33 +158,75 @@ def claim_socket(path: Path, *, backlog: int = 128, probe_timeout: float = 1.0) 
         except OSError as exc:
             sock.close()
             if exc.errno == errno.EADDRINUSE:
-                raise SocketInUse(_in_use_message(path)) from None
+                raise SocketInUse(_in_use_message(path, exlsp=False)) from None
             raise SocketSetupError(f"cannot listen on {path}: {exc.strerror or exc}") from None
     except BaseException:
-        os.close(lock_fd)
+        _unlock(path, lock_fd)
         raise
     return ClaimedSocket(path, sock, lock_fd, (st.st_dev, st.st_ino))
 
 
-def _in_use_message(path: Path) -> str:
-    return f"another process is already serving the exlsp socket {path}; it is left alone (use --socket or $EXLSP_SOCKET for a second one)"
+def _in_use_message(path: Path, pid: int | None = None, *, exlsp: bool = True) -> str:
+    who = "another exlsp" if exlsp else "another process"
+    owner = f"{who} owns {path}" + (f" (pid {pid})" if pid else "")
+    return f"{owner}; it is left alone (use --socket or $EXLSP_SOCKET for a second one)"
 
 
-def _take_lock(path: Path) -> int:
-    lock_path = path.with_name(path.name + ".lock")
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _same_file(fd: int, path: Path) -> bool:
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    except OSError as exc:
-        raise SocketSetupError(f"cannot open the lock file {lock_path}: {exc.strerror}") from None
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    fst = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)
+
+
+def _take_lock(path: Path, attempts: int = 10) -> int:
+    lock_path = _lock_path(path)
+    for _ in range(attempts):
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise SocketSetupError(f"cannot open the lock file {lock_path}: {exc.strerror}") from None
+        try:
+            # flock, not lockf: flock locks conflict between two opens in one process as well.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            pid = _read_pid(fd)
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise SocketInUse(_in_use_message(path, pid)) from None
+            raise SocketSetupError(f"cannot lock {lock_path}: {exc.strerror}") from None
+        if _same_file(fd, lock_path):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            return fd
+        os.close(fd)  # its owner removed it as we locked it: lock the file now at the path
+    raise SocketSetupError(f"cannot lock {lock_path}: it keeps being replaced")
+
+
+def _unlock(path: Path, fd: int) -> None:
+    """Remove the lock file (if it is still ours) while still locked, then let go of it: see
+    _take_lock for why that cannot admit two owners."""
     try:
-        # flock, not lockf: flock locks conflict between two opens in one process as well.
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
+        if _same_file(fd, _lock_path(path)):
+            os.unlink(_lock_path(path))
+    except OSError:
+        pass
+    finally:
         os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise SocketInUse(_in_use_message(path)) from None
-        raise SocketSetupError(f"cannot lock {lock_path}: {exc.strerror}") from None
-    return fd
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def _remove_if_stale(path: Path, probe_timeout: float) -> None:
@@ -185,7 +238,7 @@ def _remove_if_stale(path: Path, probe_timeout: float) -> None:
         raise SocketSetupError(f"{path} exists and is not a socket; it is left alone (move it, or choose another path)")
     if is_live(path, probe_timeout):
         # A process that does not use our lock (an older exlsp, something else) answers there.
-        raise SocketInUse(_in_use_message(path))
+        raise SocketInUse(_in_use_message(path, exlsp=False))
     log.info("replacing stale socket %s", path)
     os.unlink(path)
 

@@ -1,7 +1,8 @@
 """The Unix socket front door: newline-delimited JSON for shells, the CLI and scripts.
 
 Each connection reads lines, answers ``hello``/``status``/``cancel`` at once and runs every
-``suggest``/``complete``/``chat`` as its own task in the connection's task group, with a cancel
+``suggest``/``complete``/``chat`` (and the chat-session requests, which touch the disk) as its
+own task in the connection's task group, with a cancel
 scope kept under the request's id: ``cancel``, a closed connection or a stuck reader cancel the
 task, and the assistant cancels the generation with it. Every request ends with exactly one
 terminal reply (``done``, ``error`` or ``cancelled``), sent after the request has left the
@@ -23,7 +24,7 @@ import socket
 import struct
 import sys
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import anyio
 import anyio.abc
@@ -33,9 +34,11 @@ from anyio.abc import SocketAttribute
 from exlsp import __version__
 from exlsp.plugins import shell_risk
 from exlsp.plugins.api import Answer, ChatQuery, CompletionQuery, OnDelta, ShellQuery
+from exlsp.plugins.chat_sessions import ChatSessions
+from exlsp.plugins.chat_store import SessionError
 
 from . import wire
-from .socket_paths import claim_socket
+from .socket_paths import ClaimedSocket, SocketSetupError, claim_socket
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,96 @@ def _one_line(exc: BaseException | str, limit: int = 300) -> str:
     return first[:limit]
 
 
+# ---- the listener --------------------------------------------------------------------------------
+
+CHECK_PATH_S = 1.0  # how often a listener checks that its socket file is still at its path
+
+
+async def claim(path: Path) -> ClaimedSocket:
+    """``claim_socket`` from a worker thread. Shielded: a cancel during the claim must not leave a
+    bound socket and a held lock behind (the caller releases what this returns)."""
+    with anyio.CancelScope(shield=True):
+        return await anyio.to_thread.run_sync(claim_socket, path)
+
+
+async def serve_listener(
+    claimed: ClaimedSocket,
+    on_connection: Callable[[anyio.abc.SocketStream], Any],
+    *,
+    check_interval_s: float = CHECK_PATH_S,
+    task_status: anyio.abc.TaskStatus[Path] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Hand every connection accepted on ``claimed`` to ``on_connection`` until cancelled, then
+    release it (the socket and lock files go). ``task_status.started(path)`` once listening.
+
+    A socket file removed under a running server (a tmp cleaner, ``rm -r`` of its directory) would
+    leave it listening on a name nobody can reach. So every ``check_interval_s`` the path is
+    checked; when it no longer names our socket, a new one is claimed there (directory re-created,
+    0700/0600 as at start) with a warning. Open connections are not touched. If another process
+    has claimed the path meanwhile, it is left alone, and claimed again once that one has gone.
+    """
+    path = claimed.path
+    current = claimed
+    try:
+        await anyio.lowlevel.checkpoint()  # honour a cancel that came during the claim
+        task_status.started(path)
+        log.info("listening on %s", path)
+        while True:
+            await _listen_until_lost(current, on_connection, check_interval_s)
+            current.release()
+            log.warning("the socket %s was removed or replaced; creating it again", path)
+            current = await _claim_again(path, check_interval_s)
+    finally:
+        current.release()
+
+
+async def _listen_until_lost(
+    claimed: ClaimedSocket, on_connection: Callable[[anyio.abc.SocketStream], Any], check_interval_s: float
+) -> None:
+    listener = await anyio.abc.SocketListener.from_socket(claimed.sock)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_accept_loop, listener, on_connection)
+            while claimed.is_intact():
+                await anyio.sleep(check_interval_s)
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await listener.aclose()
+
+
+async def _claim_again(path: Path, retry_s: float) -> ClaimedSocket:
+    """A new claim on ``path``, tried every ``retry_s`` until it succeeds (another process may own
+    the path for a while: it is never taken from it). Each different refusal is logged once."""
+    said = ""
+    while True:
+        try:
+            claimed = await claim(path)
+        except SocketSetupError as exc:  # SocketInUse included
+            if str(exc) != said:
+                said = str(exc)
+                log.warning("cannot listen on %s again: %s; open connections are still served, "
+                            "trying again every %g s", path, exc, retry_s)
+            await anyio.sleep(retry_s)
+            continue
+        log.warning("listening on %s again", path)
+        return claimed
+
+
+async def _accept_loop(listener: anyio.abc.SocketListener, on_connection: Callable[[anyio.abc.SocketStream], Any]) -> None:
+    while True:
+        try:
+            stream = await listener.accept()
+        except anyio.BrokenResourceError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError) and cause.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                log.warning("cannot accept a connection now (%s); retrying", cause.strerror)
+                await anyio.sleep(0.1)
+                continue
+            raise
+        on_connection(stream)
+
+
 # ---- the server ----------------------------------------------------------------------------------
 
 
@@ -111,9 +204,15 @@ class SocketServer:
         max_inflight_per_conn: int = 32,
         send_timeout_s: float = 5.0,
         send_queue: int = 64,
+        sessions: ChatSessions | None = None,
+        claimed: ClaimedSocket | None = None,
+        check_interval_s: float = CHECK_PATH_S,
     ) -> None:
         self.path = Path(path)
         self.services = services
+        self._claimed = claimed  # claimed by the caller already (`exlsp daemon`, before its load)
+        self.check_interval_s = check_interval_s
+        self.sessions = sessions  # None: chat requests naming a session are refused
         self.max_line_bytes = max_line_bytes
         self.max_inflight_per_conn = max_inflight_per_conn
         self.send_timeout_s = send_timeout_s
@@ -131,37 +230,22 @@ class SocketServer:
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[Path] = anyio.TASK_STATUS_IGNORED) -> None:
         """Listen until cancelled; ``task_status.started(path)`` once connections are accepted.
-        Raises ``SocketInUse`` / ``SocketSetupError`` before that. On exit every connection is
-        closed (its jobs cancelled) and the socket file removed."""
-        # Shielded: a cancel during the claim must not leave a bound socket and a held lock behind.
-        with anyio.CancelScope(shield=True):
-            claimed = await anyio.to_thread.run_sync(claim_socket, self.path)
+        Raises ``SocketInUse`` / ``SocketSetupError`` before that. A removed socket is created
+        again (``serve_listener``). On exit every connection is closed (its jobs cancelled) and
+        the socket file removed."""
+        claimed, self._claimed = self._claimed, None
+        if claimed is None:
+            claimed = await claim(self.path)
         try:
-            await anyio.lowlevel.checkpoint()  # now honour a cancel that came during the claim
-            listener = await anyio.abc.SocketListener.from_socket(claimed.sock)
-            try:
-                async with anyio.create_task_group() as tg:
-                    task_status.started(self.path)
-                    log.info("listening on %s", self.path)
-                    await self._accept_loop(listener, tg)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await listener.aclose()
+            async with anyio.create_task_group() as tg:
+                await serve_listener(
+                    claimed,
+                    lambda stream: tg.start_soon(self._handle, stream),
+                    check_interval_s=self.check_interval_s,
+                    task_status=task_status,
+                )
         finally:
-            claimed.release()
-
-    async def _accept_loop(self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup) -> None:
-        while True:
-            try:
-                stream = await listener.accept()
-            except anyio.BrokenResourceError as exc:
-                cause = exc.__cause__
-                if isinstance(cause, OSError) and cause.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("cannot accept a connection now (%s); retrying", cause.strerror)
-                    await anyio.sleep(0.1)
-                    continue
-                raise
-            tg.start_soon(self._handle, stream)
+            claimed.release()  # already done, unless a cancel came before serve_listener began
 
     async def _handle(self, stream: anyio.abc.SocketStream) -> None:
         async with stream:
@@ -185,6 +269,8 @@ class SocketServer:
             "socket",
             {"path": str(self.path), "connections": self.connections, "requests_in_flight": self.requests_in_flight},
         )
+        if self.sessions is not None:
+            status.setdefault("chat_sessions", self.sessions.describe())
         return status
 
 
@@ -309,13 +395,15 @@ class _Connection:
 
     # -- running a request
 
-    async def _run(self, request: wire.SuggestRequest | wire.CompleteRequest | wire.ChatRequest, scope: anyio.CancelScope) -> None:
+    async def _run(self, request: wire.Request, scope: anyio.CancelScope) -> None:
         rid = request.id
         reply: wire.DoneReply | wire.ErrorReply | wire.CancelledReply | None = None
         try:
             try:
                 with scope:
                     reply = await self._dispatch(request)
+            except SessionError as exc:
+                reply = wire.ErrorReply(id=rid, code=wire.INVALID_REQUEST, message=_one_line(exc))
             except Exception as exc:
                 log.exception("%s request failed", request.__struct_config__.tag)
                 reply = wire.ErrorReply(id=rid, code=wire.INTERNAL, message=_one_line(exc))
@@ -335,10 +423,39 @@ class _Connection:
             case wire.CompleteRequest():
                 answer = await services.complete(request.to_query(), self._delta_sender(rid))
             case wire.ChatRequest():
-                answer = await services.chat(request.to_query(), self._delta_sender(rid))
+                query = request.to_query()
+                if query.session is None:
+                    answer = await services.chat(query, self._delta_sender(rid))
+                else:
+                    answer = await self._sessions().chat(services, query, self._delta_sender(rid))
+            case wire.SessionsRequest() | wire.SessionRequest() | wire.SessionDeleteRequest():
+                return await self._session_request(request)
             case _:
                 raise TypeError(f"no handler for {type(request).__name__}")
         return _ended(rid, answer) or _text_done(rid, answer)
+
+    def _sessions(self) -> ChatSessions:
+        if self.server.sessions is None:
+            raise SessionError("this exlsp process keeps no chat sessions")
+        return self.server.sessions
+
+    async def _session_request(
+        self, request: wire.SessionsRequest | wire.SessionRequest | wire.SessionDeleteRequest
+    ) -> wire.DoneReply | wire.ErrorReply:
+        sessions, rid = self._sessions(), request.id
+        match request:
+            case wire.SessionsRequest(limit=limit):
+                return wire.DoneReply(id=rid, sessions=[_session_info(s) for s in await sessions.list(limit)])
+            case wire.SessionRequest(session=sid, limit=limit):
+                found = await sessions.get(sid, limit)
+                if found is None:
+                    return wire.ErrorReply(id=rid, code=wire.NOT_FOUND, message=f"no chat session {sid!r}")
+                info, messages = found
+                stored = [wire.StoredMessage(m.role, m.content, m.created, m.complete) for m in messages]  # type: ignore[arg-type]
+                return wire.DoneReply(id=rid, session=_session_info(info), messages=stored)
+            case wire.SessionDeleteRequest(session=sid):
+                return wire.DoneReply(id=rid, deleted=await sessions.delete(sid))
+        raise TypeError(f"no handler for {type(request).__name__}")
 
     def _delta_sender(self, rid: int | str) -> OnDelta:
         async def on_delta(text: str) -> None:
@@ -414,6 +531,11 @@ def _text_done(rid: int | str, answer: Answer) -> wire.DoneReply:
         ttft_ms=stat("ttft_ms", 2),
         total_ms=stat("total_ms", 2),
     )
+
+
+def _session_info(info: Any) -> wire.SessionInfo:
+    return wire.SessionInfo(id=info.id, title=info.title, created=info.created, updated=info.updated,
+                            messages=info.messages)
 
 
 def _safe_suggestions(answer: Answer) -> list[wire.Suggestion]:

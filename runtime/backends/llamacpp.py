@@ -54,6 +54,17 @@ def _route_native_logs(lc: Any) -> None:
     lc.llama_log_set(_cb, ctypes.c_void_p(0))
 
 
+def _no_mmap(lc: Any, mparams: Any) -> None:
+    """Load without mmap, in either llama-cpp-python API (ctypes ignores an unknown field)."""
+    fields = {name for name, *_ in type(mparams)._fields_}
+    if "load_mode" in fields:  # 0.3.3x: an enum, AUTO (-1) picks mmap
+        mparams.load_mode = lc.LLAMA_LOAD_MODE_NONE
+    elif "use_mmap" in fields:
+        mparams.use_mmap = False
+    else:
+        log.warning("llama.cpp: no way to turn mmap off in this llama-cpp-python; a model file changed in place may crash exlsp")
+
+
 class LlamaCppBackend:
     name = "llamacpp"
 
@@ -95,6 +106,10 @@ class LlamaCppBackend:
             lc.llama_backend_init()
         mparams = lc.llama_model_default_params()
         mparams.n_gpu_layers = config.gpu_layers
+        # Read the weights into memory, not mmap: a resident process outlives its file. A GGUF
+        # truncated or rewritten in place (`cp new.gguf model.gguf`, an interrupted download) would
+        # otherwise kill it with SIGBUS on its next token; deleted or replaced, it is never read again.
+        _no_mmap(lc, mparams)
         if progress is not None:
 
             @lc.llama_progress_callback
@@ -133,7 +148,7 @@ class LlamaCppBackend:
 
     def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
         # add_special adds BOS only where the vocabulary asks for it.
-        data = text.encode("utf-8")
+        data = text.encode("utf-8", "replace")  # a lone surrogate from a client: "?", never a crash
         cap = len(data) + 8
         buf = (self._lc.llama_token * cap)()
         n = self._lc.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, special)
@@ -199,7 +214,8 @@ class LlamaCppBackend:
                 batch.logits[i] = last and i == len(chunk) - 1
             batch.n_tokens = len(chunk)
             # The abort callback runs per graph node: only worth its cost on multi-token chunks.
-            self._abort = should_abort if len(chunk) > 1 else None
+            # Inside a chunk only a stricter question stops it (base.AbortCheck).
+            self._abort = (lambda: should_abort(True)) if len(chunk) > 1 else None
             try:
                 rc = lc.llama_decode(self._ctx, batch)
             finally:

@@ -21,6 +21,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Awaitable, Callable, Literal
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
@@ -192,6 +193,15 @@ class HttpApi:
         return self.assistant.model.name
 
     @property
+    def lane_group(self) -> str:
+        """HTTP clients get lanes of their own where the daemon made them (`--http` does): shared
+        with the user's chat, reused-token counts and timing would let any HTTP client probe for
+        prefixes of the user's own prompts (docs/security.md)."""
+        lanes = getattr(self.engine, "lanes", None)
+        groups = {lane.group for lane in getattr(lanes, "lanes", ())}
+        return "http" if "http" in groups else "chat"
+
+    @property
     def n_ctx(self) -> int:
         return self.assistant.model.n_ctx
 
@@ -227,10 +237,17 @@ class HttpApi:
             raise ApiError(400, f"invalid request: {exc}") from None
         except msgspec.DecodeError as exc:
             raise ApiError(400, f"invalid JSON: {exc}") from None
+        except RecursionError:  # msgspec's own limit on nesting (found by tests/fuzz)
+            raise ApiError(400, "invalid JSON: nested too deeply") from None
+        except UnicodeError:  # invalid UTF-8 inside a string
+            raise ApiError(400, "invalid JSON: the body is not valid UTF-8") from None
 
     def chat_prompt(self, messages: list[ChatMessage]) -> str:
         a = self.assistant
         _, fmt = a._best(a.plugins.chat_formats(), a._fallback_chat)
+        # Chat UIs paste files into messages: a file's "<|im_end|>" must not end the turn and forge
+        # another one. The same defusing as the socket's and the LSP's chat.
+        messages = [ChatMessage(m.role, a._defuse(m.content)) for m in messages]
         return a._render_chat(fmt, messages)
 
     def chat_request(
@@ -241,7 +258,7 @@ class HttpApi:
             prompt=prompt,
             max_tokens=max_tokens or self.n_ctx // 2,
             priority=Priority.CHAT,
-            lane_group="chat",
+            lane_group=self.lane_group,
             sampling=SamplingParams(
                 temperature=temperature if temperature is not None else 0.0,
                 top_p=top_p if top_p is not None else 1.0,
@@ -329,7 +346,7 @@ class HttpApi:
                                         "model": self.model_name, "choices": [], "usage": self.usage(event)})
             yield b"data: [DONE]\n\n"
 
-        return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return _Stream(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     async def oa_completions(self, request: Request) -> Response:
         body: OACompletionRequest = await self.body(request, OACompletionRequest)
@@ -354,7 +371,7 @@ class HttpApi:
                     raise ApiError(500, "completion produced no result", "server_error")
                 return answer.text, answer.stats
             final = await self.run(GenerationRequest(
-                prompt=prompt, max_tokens=body.max_tokens or 16, priority=Priority.CHAT, lane_group="chat",
+                prompt=prompt, max_tokens=body.max_tokens or 16, priority=Priority.CHAT, lane_group=self.lane_group,
                 sampling=SamplingParams(temperature=body.temperature or 0.0,
                                         top_p=body.top_p if body.top_p is not None else 1.0, seed=body.seed),
                 stop=_stops(body.stop),
@@ -378,7 +395,7 @@ class HttpApi:
                     yield _sse(payload(text, None))
             else:
                 gen = GenerationRequest(
-                    prompt=prompt, max_tokens=body.max_tokens or 16, priority=Priority.CHAT, lane_group="chat",
+                    prompt=prompt, max_tokens=body.max_tokens or 16, priority=Priority.CHAT, lane_group=self.lane_group,
                     sampling=SamplingParams(temperature=body.temperature or 0.0,
                                             top_p=body.top_p if body.top_p is not None else 1.0, seed=body.seed),
                     stop=_stops(body.stop),
@@ -397,7 +414,7 @@ class HttpApi:
                 yield _sse({**payload("", None), "choices": [], "usage": self.usage(final)})
             yield b"data: [DONE]\n\n"
 
-        return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return _Stream(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     # -- Ollama --
 
@@ -488,7 +505,7 @@ class HttpApi:
                     else:
                         yield _line({**head(), **piece(""), **self.ollama_final(event)})
 
-        return StreamingResponse(ndjson(), media_type="application/x-ndjson")
+        return _Stream(ndjson(), media_type="application/x-ndjson")
 
     async def ollama_chat(self, request: Request) -> Response:
         body: OllamaChatRequest = await self.body(request, OllamaChatRequest)
@@ -536,6 +553,21 @@ class HttpApi:
         return await result if not isinstance(result, Response) else result
 
 
+class _Stream(StreamingResponse):
+    """A streamed answer whose body generator is closed however the response ends. A client that
+    leaves while the generator waits at a ``yield`` (its chunk being sent) would otherwise leave
+    it, and the engine job behind it, running until the generator is garbage-collected."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await close()
+
+
 def _sse(obj: Any) -> bytes:
     return b"data: " + msgspec.json.encode(obj) + b"\n\n"
 
@@ -557,6 +589,55 @@ def _route(dialect: Dialect, handler: Callable[[Request], Awaitable[Response]]) 
             return error_response(dialect, 500, "internal error (see the daemon's log)", "server_error")
 
     return endpoint
+
+
+def _names_this_machine(host: str | None) -> bool:
+    """Whether a host from a Host or Origin header is this machine: localhost, ``*.localhost``
+    (browsers resolve those to loopback themselves) or a loopback address."""
+    name = (host or "").strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _hostname(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # e.g. an unclosed "[::1"
+        return None
+
+
+class _LoopbackOnly:
+    """Pure ASGI middleware for the API without a token (served on loopback only): web pages stay
+    out. A page the user visits can send requests to 127.0.0.1, and through DNS rebinding read the
+    answers under its own host name (Ollama's CVE-2024-28224): a Host that does not name this
+    machine, or an Origin of another site, is answered 403 before anything runs."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            host = origin = None
+            for key, value in scope.get("headers", []):
+                if key == b"host":
+                    host = value.decode("latin-1")
+                elif key == b"origin":
+                    origin = value.decode("latin-1")
+            problem = ""
+            if not _names_this_machine(_hostname(f"//{host or ''}")):
+                problem = f"Host {host!r} is not this machine"
+            elif origin is not None and not _names_this_machine(_hostname(origin)):
+                problem = f"requests from the web page {origin!r} are refused"
+            if problem:
+                dialect: Dialect = "ollama" if scope.get("path", "").startswith("/api/") else "openai"
+                message = f"{problem}; without --http-token exlsp serves this machine's own clients only"
+                await error_response(dialect, 403, message, "permission_error")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _BearerAuth:
@@ -608,10 +689,13 @@ async def serve_http(
 ) -> None:
     """Serve ``app`` with uvicorn in the caller's task group until cancelled. ``task_status``
     gets the port actually bound (useful with port 0). Raises ``ExlspError`` when the address
-    cannot be had or is not loopback without a token."""
+    cannot be had or is not loopback without a token. Without a token, requests whose Host or
+    Origin is not this machine are refused (``_LoopbackOnly``)."""
     import uvicorn
 
     check_bind(host, token)
+    if not token:
+        app = _LoopbackOnly(app)
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:

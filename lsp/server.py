@@ -17,14 +17,15 @@ from pygls.protocol.json_rpc import JsonRPCNotification
 
 from exlsp import __version__
 from exlsp.plugins.assistant import Assistant
+from exlsp.plugins.chat_sessions import ChatSessions
 from exlsp.plugins.manager import PluginManager
 from exlsp.runtime import Engine
 
 from exlsp.plugins.builtin.context import RING
 
 from .config import Settings, parse_settings
-from .documents import looks_binary
-from .features import chat, commands, completion, inline_completion, status
+from .documents import looks_binary, use_lsp_documents
+from .features import chat, chat_sessions, commands, completion, inline_completion, status
 from .features.inline_completion import CompletionCache, InflightTable
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class ServerState:
     inflight: InflightTable = field(default_factory=InflightTable)
     counters: Counter[str] = field(default_factory=Counter)
     noted_documents: set[str] = field(default_factory=set)  # told the user once why: too big/binary
+    sessions: ChatSessions | None = None  # the process's chat sessions (None: none are kept)
     _ready: asyncio.Event | None = None
 
     @property
@@ -114,6 +116,7 @@ def build_server(state: ServerState) -> ExlspServer:
 
     @server.feature(types.INITIALIZE)
     def on_initialize(ls: ExlspServer, params: types.InitializeParams) -> None:
+        use_lsp_documents(ls.workspace)  # LSP's line breaks, not str.splitlines' (docs/fuzzing.md)
         options = params.initialization_options
         ls.exlsp.init_options = options if isinstance(options, dict) else None
         if options is not None and not isinstance(options, dict):
@@ -153,6 +156,9 @@ def build_server(state: ServerState) -> ExlspServer:
         completion.handle
     )
     server.feature(chat.METHOD)(chat.handle)
+    server.feature(chat_sessions.LIST)(chat_sessions.handle_list)
+    server.feature(chat_sessions.GET)(chat_sessions.handle_get)
+    server.feature(chat_sessions.DELETE)(chat_sessions.handle_delete)
     server.feature(status.METHOD)(status.handle)
     server.command(commands.ACCEPT)(commands.accept)
     server.command(commands.RELOAD_PLUGINS)(commands.reload_plugins)

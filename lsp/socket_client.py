@@ -5,6 +5,10 @@ Both find the socket as the server does (``resolve_socket_path``), say plainly w
 (``NoServer``: "no exlsp process is running (socket PATH)"), and turn an ``error`` reply into
 ``RequestFailed`` and a ``cancelled`` reply into ``RequestCancelled``. Shells should not use
 Python per keystroke (45-155 ms a start): they speak the protocol themselves (docs/protocol.md).
+
+Both also check who answers: a server of another user is refused before a byte is sent. Without
+``$XDG_RUNTIME_DIR`` the socket is in ``/tmp/exlsp-$UID``, which anyone can create first and listen
+in, to read what we type (history is redacted only by the server) and to answer as it likes.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from exlsp.runtime.errors import ExlspError
 
 from . import wire
 from .socket_paths import resolve_socket_path
+from .socket_server import peer_credentials
 
 R = TypeVar("R", bound=msgspec.Struct)
 OnText = Callable[[str], Awaitable[None] | None]
@@ -61,6 +66,16 @@ def _connect_error(path: Path, exc: OSError) -> ExlspError:
     return NoServer(path, exc.strerror or str(exc))
 
 
+def check_server(sock: socket.socket, path: Path) -> None:
+    """Raise ``NoServer`` unless the process serving ``sock`` runs as our own user."""
+    try:
+        creds = peer_credentials(sock)
+    except OSError as exc:
+        raise NoServer(path, f"cannot tell who serves it ({exc.strerror or exc})") from None
+    if creds is not None and creds[1] != os.getuid():
+        raise NoServer(path, f"it is served by another user (uid {creds[1]}), not by you; not used")
+
+
 def _terminal_result(reply: wire.Reply) -> wire.DoneReply:
     if isinstance(reply, wire.ErrorReply):
         raise RequestFailed(reply.code, reply.message, reply.id)
@@ -94,6 +109,11 @@ class Client:
         except OSError as exc:
             self._sock.close()
             raise _connect_error(self.path, exc) from None
+        try:
+            check_server(self._sock, self.path)
+        except NoServer:
+            self._sock.close()
+            raise
         self._file = self._sock.makefile("rb")
         self.server: wire.DoneReply | None = None
         if hello:
@@ -290,6 +310,11 @@ async def connect(
         stream = await anyio.connect_unix(resolved)
     except OSError as exc:
         raise _connect_error(resolved, exc) from None
+    try:
+        check_server(stream.extra(anyio.abc.SocketAttribute.raw_socket), resolved)
+    except NoServer:
+        await stream.aclose()
+        raise
     try:
         async with stream, anyio.create_task_group() as tg:
             c = AsyncClient(stream, resolved)

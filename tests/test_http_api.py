@@ -172,6 +172,8 @@ async def test_bad_input_is_a_4xx_in_the_dialect(client, assistant):
         ("/v1/chat/completions", json.dumps({"model": "gpt-4", "messages": HI}).encode(), 404),
         ("/v1/chat/completions", json.dumps({"model": "exlsp", "messages": HI, "max_tokens": 10**6}).encode(), 400),
         ("/v1/completions", json.dumps({"model": "exlsp"}).encode(), 400),
+        ("/v1/chat/completions", b'{"model": "exlsp", "pad": ' + b"[" * 2000 + b"]" * 2000 + b"}", 400),
+        ("/v1/chat/completions", b'{"model": "exl\xdfsp", "messages": []}', 400),
         ("/v1/chat/completions", json.dumps({"model": "exlsp", "messages": HI, "pad": "x" * 20_000}).encode(), 413),
     ]
     for path, data, status in cases:

@@ -11,7 +11,8 @@
  *          -H HISTORY_LINE (repeatable, oldest first)  -x EXIT_STATUS  -n CANDIDATES (1)
  * Exit: 0 answered, 1 no suggestion, 2 usage, 3 no exlsp running, 4 timeout, 5 error reply.
  * Socket: -s, else $EXLSP_SOCKET, else $XDG_RUNTIME_DIR/exlsp/exlsp.sock, else
- * ${TMPDIR:-/tmp}/exlsp-$UID/exlsp.sock (as lsp/socket_paths.py). It never runs what it prints.
+ * ${TMPDIR:-/tmp}/exlsp-$UID/exlsp.sock (as lsp/socket_paths.py); a server of another user is
+ * refused (exit 3) before anything is sent. It never runs what it prints.
  * Build: cc -O2 -o exlsp-client exlsp-client.c
  */
 #define _GNU_SOURCE
@@ -188,6 +189,16 @@ int main(int argc, char **argv) {
         fprintf(stderr, "exlsp: no exlsp process is running (socket %s)\n", path);
         return 3;
     }
+#ifdef SO_PEERCRED
+    /* Only our own user's exlsp: in a shared /tmp another user may have created the directory
+     * first and listen there, to read the line and the history we send. */
+    struct ucred cred;
+    socklen_t cred_len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) < 0 || cred.uid != getuid()) {
+        fprintf(stderr, "exlsp: the socket %s is served by another user, not by you; not used\n", path);
+        return 3;
+    }
+#endif
     double deadline = now_ms() + timeout_ms;
     for (size_t off = 0; off < req.n;) {
         ssize_t w = send(fd, req.p + off, req.n - off, MSG_NOSIGNAL);

@@ -80,6 +80,8 @@ _exlsp_ask() {
   fi
   _exlsp_transport
   _exlsp_socket
+  # Ours only (-O): without $XDG_RUNTIME_DIR another user may have planted it in /tmp.
+  [[ -e $REPLY && ! -O $REPLY ]] && return 3
   if [[ $_exlsp_via == client ]]; then
     args=(-p -s "$REPLY" -t "$EXLSP_TIMEOUT_MS" -S bash -C "$PWD" -x "$_exlsp_status")
     for h in "${hist[@]}"; do args+=(-H "$h"); done

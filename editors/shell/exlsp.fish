@@ -94,6 +94,10 @@ function __exlsp_ask
     end
     set -l via (__exlsp_transport)
     set -l sock (__exlsp_socket)
+    # Ours only (-O): without $XDG_RUNTIME_DIR another user may have planted it in /tmp.
+    if test -e $sock; and not test -O $sock
+        return 3
+    end
     if test "$via" = client
         set -l args -p -s $sock -t $EXLSP_TIMEOUT_MS -S fish -C $PWD -x $__exlsp_status
         for h in $hist

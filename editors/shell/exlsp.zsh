@@ -136,7 +136,7 @@ _exlsp_connect() {
   emulate -L zsh
   [[ -n $_exlsp_fd ]] && return 0
   _exlsp_socket
-  [[ -S $REPLY ]] || return 1
+  [[ -S $REPLY && -O $REPLY ]] || return 1  # -O: ours, not one another user planted in /tmp
   zsocket $REPLY 2>/dev/null || return 1
   _exlsp_fd=$REPLY
   zle -F -w $_exlsp_fd _exlsp_on_reply
@@ -352,7 +352,7 @@ _zsh_autosuggest_strategy_exlsp() {
   local prefix=$1 line fd
   [[ -n ${prefix//[[:space:]]/} && $prefix != *$'\n'* ]] || return
   _exlsp_socket
-  [[ -S $REPLY ]] || return
+  [[ -S $REPLY && -O $REPLY ]] || return
   zsocket $REPLY 2>/dev/null || return
   fd=$REPLY
   _exlsp_request complete "$prefix" 1

@@ -10,6 +10,7 @@ from .params import raw_params
 # pygls evaluates command handlers' annotations at call time: keep them to names it can resolve.
 
 ACCEPT = "exlsp.accept"
+ACCEPT_KINDS = frozenset({"completion", "completion-fallback", "word", "line", "chat", "shell", "other"})
 RELOAD_PLUGINS = "exlsp.reloadPlugins"
 CLEAR_CACHE = "exlsp.clearCache"
 
@@ -18,6 +19,8 @@ def accept(ls: Any, *args: Any) -> dict[str, Any]:
     first = raw_params(args[0]) if args else None
     info = first if isinstance(first, dict) else {}
     kind = info.get("kind", "completion") if isinstance(info.get("kind"), str) else "completion"
+    if kind not in ACCEPT_KINDS:  # counted per kind: a client must not grow the table at will
+        kind = "other"
     ls.exlsp.counters["accepted"] += 1
     if ls.exlsp.assistant is not None:
         ls.exlsp.assistant.accept(kind)

@@ -305,3 +305,48 @@ async def test_chat_while_the_model_loads_waits_visibly(real_engine):
         state.set_assistant(Assistant(real_engine, manager))  # the load finishes
         result = await task
         assert result["text"] and client.progress["early"][-1]["kind"] == "end"
+
+
+async def _cancel_then_type(real_engine, attempt: int, pick) -> tuple[dict, object, str, str]:
+    """Ask at the end of a line, cancel once the generation has streamed a few characters (as an
+    editor does when a key is pressed), type ``pick(partial)``, ask again. Returns counters."""
+    server = make_server(real_engine, completion={"maxTokens": 48, "timeBudgetMs": 60000})
+    uri = f"file:///t/grace{attempt}-{id(pick)}.py"
+    state = server.exlsp
+    async with connect(server) as client:
+        await client.initialize_async(initialize_params())
+        await open_document(client, uri, "# the numbers from 1 to 40, one per line\nvalues = [\n    1,\n    2,\n    ")
+        fut = asyncio.ensure_future(client.request("textDocument/inlineCompletion", inline_params(uri, 4, 4), msg_id=f"g{attempt}"))
+        for _ in range(500):
+            entry = state.inflight._by_uri.get(uri)
+            if entry is not None and len(entry.partial) >= 2:
+                break
+            await asyncio.sleep(0.005)
+        partial = entry.partial
+        before = {"cancelled": real_engine.stats.jobs_cancelled, "superseded": real_engine.stats.jobs_superseded,
+                  "attached": state.inflight.attached, "lsp_superseded": state.inflight.superseded}
+        client.cancel(f"g{attempt}")
+        await asyncio.sleep(0.03)  # the editor handles the key: the new request comes a little later
+        typed = pick(partial)
+        change(client, uri, 2, 4, 4, typed)
+        new = await client.text_document_inline_completion_async(inline_params(uri, 4, 4 + len(typed)))
+        with pytest.raises(JsonRpcException):
+            await fut
+        after = {"cancelled": real_engine.stats.jobs_cancelled, "superseded": real_engine.stats.jobs_superseded,
+                 "attached": state.inflight.attached, "lsp_superseded": state.inflight.superseded}
+        return {k: after[k] - before[k] for k in after}, new, partial, typed
+
+
+async def test_a_cancel_followed_by_the_next_keystroke_keeps_the_generation(real_engine):
+    """Editors cancel the open request before sending the next key's: when the typed key agrees with
+    what the generation has streamed, the new request adopts it (no restart, no cancelled job)."""
+    delta, new, partial, typed = await _cancel_then_type(real_engine, 0, lambda p: p[0])
+    assert delta["attached"] == 1 and delta["cancelled"] == 0 and delta["superseded"] == 0, (delta, partial)
+    assert new.items and partial.startswith(typed)
+    assert (typed + new.items[0].insert_text).startswith(partial[:2])  # the same generation, continued
+
+
+async def test_a_key_that_disagrees_with_the_generation_restarts_it(real_engine):
+    delta, new, partial, typed = await _cancel_then_type(real_engine, 1, lambda p: "#" if p[0] != "#" else "@")
+    assert delta["attached"] == 0 and delta["lsp_superseded"] == 1, (delta, partial)
+    assert delta["cancelled"] + delta["superseded"] == 1  # the old generation stopped

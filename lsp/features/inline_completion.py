@@ -1,9 +1,12 @@
 """``textDocument/inlineCompletion``: ghost-text completions.
 
 - A newer request for the same document supersedes the older one; its generation stops at the
-  next token. ``$/cancelRequest`` does the same — unless a newer request has attached to it.
+  next token. ``$/cancelRequest`` does the same — unless a newer request has attached to it, or
+  attaches within ``CANCEL_GRACE_S``: editors cancel the open request *before* sending the next
+  keystroke's, and cancelling at once would restart the generation on every key.
 - A request whose prefix extends an in-flight request's prefix by what the user just typed
-  attaches to it instead of asking the model again; once done, the typed part is cut off.
+  attaches to it instead of asking the model again — when what was typed agrees with what the
+  generation has produced so far; once done, the typed part is cut off.
 - Typing through a shown suggestion is answered from the per-document cache without the model;
   an exact repeat from an LRU cache.
 """
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 
 LOOKBACK_CHARS = 128  # how far a user may type through a suggestion (llama.vim: 128)
 ATTACH_CHARS = 64
+CANCEL_GRACE_S = 0.1  # a cancelled generation waits this long for the next keystroke's request
 
 
 def _suffix_key(suffix: str) -> str:
@@ -87,9 +91,23 @@ class CompletionCache:
 class _Inflight:
     prefix: str
     suffix_key: str
-    task: asyncio.Task[Answer]
+    task: asyncio.Task[Answer] | None = None
     waiters: int = 0
     superseded: bool = field(default=False)
+    partial: str = ""  # what the generation has streamed so far
+    pending_cancel: asyncio.TimerHandle | None = None
+
+    def agrees_with(self, typed: str) -> bool:
+        """Could the answer still start with ``typed``? (What streamed so far does not refute it.)"""
+        return self.partial.startswith(typed) or typed.startswith(self.partial)
+
+    def on_delta(self, text: str) -> None:
+        self.partial += text
+
+    def cancel_unless_adopted(self) -> None:
+        self.pending_cancel = None
+        if self.waiters <= 0 and self.task is not None and not self.task.done():
+            self.task.cancel()
 
 
 class InflightTable:
@@ -99,26 +117,38 @@ class InflightTable:
         self.superseded = 0
 
     def get_or_start(self, uri: str, ctx: CursorContext, start) -> tuple[_Inflight, str]:
-        """The in-flight generation to wait on, and what was typed since it started."""
+        """The in-flight generation to wait on, and what was typed since it started. ``start``
+        gets the callback that receives the generation's deltas."""
         current = self._by_uri.get(uri)
-        if current is not None and not current.task.done():
+        if current is not None and current.task is not None and not current.task.done():
             typed = ctx.prefix[len(current.prefix) :] if ctx.prefix.startswith(current.prefix) else None
-            if typed is not None and len(typed) <= ATTACH_CHARS and current.suffix_key == _suffix_key(ctx.suffix):
+            if (
+                typed is not None
+                and len(typed) <= ATTACH_CHARS
+                and current.suffix_key == _suffix_key(ctx.suffix)
+                and current.agrees_with(typed)
+            ):
                 self.attached += bool(typed)
                 current.waiters += 1
+                if current.pending_cancel is not None:
+                    current.pending_cancel.cancel()
+                    current.pending_cancel = None
                 return current, typed
             current.superseded = True
             current.task.cancel()
             self.superseded += 1
-        entry = _Inflight(ctx.prefix, _suffix_key(ctx.suffix), asyncio.ensure_future(start()), waiters=1)
+        entry = _Inflight(ctx.prefix, _suffix_key(ctx.suffix), waiters=1)
+        entry.task = asyncio.ensure_future(start(entry.on_delta))
         self._by_uri[uri] = entry
         return entry, ""
 
     def release(self, uri: str, entry: _Inflight) -> None:
         entry.waiters -= 1
-        if entry.waiters <= 0 and not entry.task.done():
-            entry.task.cancel()  # nobody wants it any more ($/cancelRequest): stop the model
-        if self._by_uri.get(uri) is entry and entry.task.done():
+        if entry.waiters <= 0 and entry.task is not None and not entry.task.done() and entry.pending_cancel is None:
+            # Nobody wants it any more ($/cancelRequest): stop the model - unless the next
+            # keystroke's request adopts it first.
+            entry.pending_cancel = asyncio.get_running_loop().call_later(CANCEL_GRACE_S, entry.cancel_unless_adopted)
+        if self._by_uri.get(uri) is entry and entry.task is not None and entry.task.done():
             del self._by_uri[uri]
 
 
@@ -219,7 +249,7 @@ async def handle(ls: ExlspServer, params: types.InlineCompletionParams) -> types
         time_budget_ms=state.settings.completion.time_budget_ms,
         open_documents={},
     )
-    entry, typed = state.inflight.get_or_start(uri, ctx, lambda: assistant.complete(query, supersede_key=uri))
+    entry, typed = state.inflight.get_or_start(uri, ctx, lambda on_delta: assistant.complete(query, on_delta, supersede_key=uri))
     try:
         answer = await asyncio.shield(entry.task)
     except asyncio.CancelledError:

@@ -11,11 +11,8 @@ found through the real language server and the real default model.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -29,18 +26,9 @@ from exlsp.lsp.server import ServerState, build_server
 from exlsp.plugins.assistant import Assistant
 from exlsp.plugins.manager import PluginManager
 
-FUZZ = Path(__file__).parent / "fuzz"
+from test_fuzz_corpus import harness  # the harnesses, loaded once for both files
 
 
-def harness(target: str) -> ModuleType:
-    name = f"fuzz_{target}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, FUZZ / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 wire_h = harness("wire")

@@ -96,7 +96,9 @@ taken over; the file is removed when exlsp exits. exlsp never executes anything 
 ## Framing
 
 - One UTF-8 JSON object per line, ended by `\\n` (JSON strings escape their own newlines), so
-  that zsh can speak it with `zsocket` and no subprocess; `socat` and `nc -U` work too.
+  that zsh can speak it with `zsocket` and no subprocess; `socat` and `nc -U` work too. A last
+  line without its `\\n`, from a client that then shuts down its writing side (`nc -N`), is read
+  as a request too.
 - Every message has a `"type"`. Every request has an `"id"` (integer or string) chosen by the
   client and unique among the connection's requests still in flight; every reply carries the `id`
   it answers.

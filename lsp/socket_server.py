@@ -320,7 +320,12 @@ class _Connection:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 return True
             if not chunk:
-                return _peer_hung_up(self.sock)
+                hung_up = _peer_hung_up(self.sock)
+                if not hung_up and not discarding and bytes(buf).strip():
+                    # `printf '{...}' | nc -N -U SOCK`: a last line without its newline, from a peer
+                    # still reading, is a request too.
+                    await self._handle_line(bytes(buf))
+                return hung_up
             start = 0
             while start <= len(chunk):
                 nl = chunk.find(b"\n", start)

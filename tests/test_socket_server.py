@@ -298,6 +298,16 @@ async def test_half_closed_client_still_gets_its_answer(sock_path):
     assert services.cancelled == []
 
 
+async def test_a_last_line_without_its_newline_is_answered_after_a_half_close(sock_path):
+    """`printf '{"type":"hello","id":1}' | nc -N -U SOCK`: no newline at the end, then EOF."""
+    async with running(FakeServices(), sock_path), Raw.connect(sock_path) as c:
+        await c.send(wire.encode(wire.HelloRequest(id=1)) + wire.encode(wire.StatusRequest(id=2)).rstrip(b"\n"))
+        await c.stream.send_eof()
+        seen = await c.until_terminal(1, 2)
+        assert seen[1][0]["type"] == "done" and seen[2][0]["type"] == "done" and "status" in seen[2][0]
+        assert await c.eof()
+
+
 async def test_superseded_answer_is_reported_as_cancelled(sock_path):
     async with running(FakeServices(stop_reason="superseded"), sock_path), Raw.connect(sock_path) as c:
         await c.send({"type": "suggest", "id": 1, "buffer": "gi"})

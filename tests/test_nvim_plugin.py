@@ -1,8 +1,9 @@
 """The Neovim plugin (editors/nvim) end to end: headless Neovim 0.12 with the plugin on its
 runtimepath starts the real ``exlsp serve`` (default model) through ``require('exlsp').setup()``;
 a user takes the first word of a suggestion (<M-w>), the rest with <Tab>, chats with
-``:ExlspChat`` (a range adds the selection), stops an answer with ``q``, opens ``:ExlspStatus``
-and runs ``:checkhealth exlsp``.
+``:ExlspChat`` (a range adds the selection), stops an answer with ``q``, gets the conversation back
+from the server's chat session in a "restarted" chat, starts a new one with ``:ExlspChatReset``,
+opens ``:ExlspStatus`` and runs ``:checkhealth exlsp``.
 
 One Neovim run (``tests/data/nvim_plugin/scenario.lua``) writes what it saw as JSON, which the
 tests below assert on; a second, shorter run checks the extmark ghost text that Neovim 0.10/0.11
@@ -283,6 +284,8 @@ def test_chat_streams_into_a_markdown_split(scenario):
     assert chat["ended"] == "done"
     assert chat["filetype"] == "markdown" and chat["current_is_chat"] and chat["windows"] == 2
     assert chat["messages"] == 1 and chat["has_document"] is True
+    # the directory's chat session: nvim:<16 hex digits of sha256(cwd)>
+    assert chat["session"] == chat["base"] and re.fullmatch(r"nvim:[0-9a-f]{16}", chat["session"]), chat
 
 
 @pytest.mark.model
@@ -292,9 +295,11 @@ def test_follow_up_keeps_the_conversation_and_sends_the_selection(scenario):
     chat, follow = result["chat"], result["followup"]
     assert follow["error"] is None, follow
     assert follow["same_buffer"] and follow["windows"] == 2  # the split is reused
-    assert [m["role"] for m in follow["messages"]] == ["user", "assistant", "user"]
-    assert follow["messages"][1]["content"] == chat["text"]
-    assert follow["messages"][2]["content"] == "What does this code do?"
+    # the server keeps the conversation: only the new question travels, with the session id
+    assert follow["messages"] == [{"role": "user", "content": "What does this code do?"}]
+    assert follow["session"] == chat["session"]
+    assert [m["role"] for m in follow["history"]] == ["user", "assistant", "user", "assistant"]
+    assert follow["history"][1]["content"] == chat["text"]
     assert follow["textDocument"] == {"uri": follow["uri"]}
     assert follow["selection"] == {"start": {"line": 0, "character": 0}, "end": {"line": 2, "character": 0}}
     assert follow["answer"] == follow["text"]
@@ -316,6 +321,37 @@ def test_q_stops_the_answer(scenario):
     assert stop["answer"] == stop["streamed"] + "\n[stopped]"
     assert stop["chat_open"]  # q stops first; only a second q closes
     assert stop["history"] == 6  # 2 exchanges + the question and its partial answer
+
+
+@pytest.mark.model
+def test_chat_session_comes_back_after_a_restart(scenario):
+    """A fresh chat module (Neovim restarted) opens the directory's session from the server."""
+    result, report, _ = scenario
+    _completed(result, report, "restore")
+    chat, follow, restore = result["chat"], result["followup"], result["restore"]
+    assert restore["session"] == chat["session"]
+    assert restore["history"] == ["user", "assistant"] * 3  # 2 exchanges + the stopped one
+    buf = restore["buffer"]
+    assert buf.startswith(f"## You\n\nSay hello in one short sentence.\n\n## exlsp\n\n{chat['text']}\n\n## You\n\n"), buf
+    assert f"## You\n\nWhat does this code do?\n\n## exlsp\n\n{follow['text']}\n\n" in buf
+    # the answer stopped by q: stored as far as it got (at least what streamed), marked [stopped]
+    last = buf.rsplit("\n## exlsp\n\n", 1)[1]
+    assert last.endswith("\n[stopped]") and last.startswith(restore["stopped_streamed"]), (last, restore["stopped_streamed"])
+
+
+@pytest.mark.model
+def test_reset_starts_a_new_session_that_a_restart_continues(scenario):
+    result, report, _ = scenario
+    _completed(result, report, "reset")
+    reset = result["reset"]
+    assert reset["before"] == result["chat"]["session"]
+    assert reset["after"] != reset["before"] and reset["after"].startswith(reset["before"] + ":"), reset
+    assert reset["reset_buffer"] == ""
+    assert reset["error"] is None
+    assert reset["sent_session"] == reset["after"] and reset["sent_messages"] == 1
+    # the directory's most recently updated session is the one a restarted chat continues
+    assert reset["reopened"] == reset["after"] and reset["reopened_history"] == 2
+    assert reset["reopened_buffer"].startswith("## You\n\nHi.\n\n## exlsp\n\n"), reset
 
 
 @pytest.mark.model

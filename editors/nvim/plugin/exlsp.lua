@@ -29,7 +29,7 @@ end, { desc = 'exlsp: stop the answer being written' })
 
 cmd('ExlspChatReset', function()
   require('exlsp.chat').reset()
-end, { desc = 'exlsp: start a new conversation' })
+end, { desc = 'exlsp: start a new conversation (a new chat session; the old one stays saved)' })
 
 cmd('ExlspStatus', function(c)
   require('exlsp').status(c.bang)

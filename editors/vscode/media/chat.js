@@ -40,8 +40,14 @@
     for (const b of slash.querySelectorAll('button')) b.disabled = value;
   }
 
-  function showAll(turns) {
+  function showAll(turns, notice) {
     log.textContent = '';
+    if (notice) {
+      const note = document.createElement('div');
+      note.className = 'notice';
+      note.textContent = notice;
+      log.appendChild(note);
+    }
     if (!turns.length) {
       const empty = document.createElement('div');
       empty.className = 'empty';
@@ -57,7 +63,7 @@
     const msg = event.data;
     switch (msg.type) {
       case 'state':
-        showAll(msg.turns);
+        showAll(msg.turns, msg.notice);
         setBusy(msg.busy);
         break;
       case 'turn': {

@@ -1,5 +1,7 @@
 // The chat panel: a webview view that sends `exlsp/chat`, streams the deltas from `$/progress`,
-// and offers "Insert at cursor" / "Apply to file" on the answer's code blocks.
+// and offers "Insert at cursor" / "Apply to file" on the answer's code blocks. The conversation
+// lives in a server-side chat session (./lib/sessions.ts), so it survives restarts: the panel
+// sends only each new turn, and reads the conversation back when it opens.
 
 import * as path from 'node:path';
 import * as vscode from 'vscode';
@@ -7,7 +9,19 @@ import * as vscode from 'vscode';
 import { applyCodeBlock, insertionText } from './lib/apply';
 import { assembleChat, chatFooter, EditorContext, isEmptyRange, Range, Turn } from './lib/chat';
 import { extractCodeBlocks, renderMarkdown, renderPlain } from './lib/markdown';
-import { Connection, newWorkDoneToken, runChat } from './lib/protocol';
+import { ChatOutcome, Connection, deleteSession, getSession, listSessions, newWorkDoneToken, runChat } from './lib/protocol';
+import {
+  isSessionId,
+  newSessionId,
+  omittedNotice,
+  Restored,
+  RESTORE_LIMIT,
+  restoredTurns,
+  SessionInfo,
+  sessionPicks,
+  sessionsUnavailable,
+  workspaceSessionId,
+} from './lib/sessions';
 import { chatHtml, newNonce } from './lib/webviewHtml';
 
 export interface ChatHost {
@@ -26,6 +40,17 @@ interface PanelTurn extends Turn {
 }
 
 const PROPOSAL_SCHEME = 'exlsp-proposal';
+/** workspaceState key: the session the panel continues in this workspace. */
+const SESSION_KEY = 'exlsp.chat.sessionId';
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** The server's title rule: the first line of the first user message, 80 characters at most. */
+function titleOf(content: string): string {
+  return (content.split('\n')[0] ?? '').slice(0, 80);
+}
 
 interface Proposal {
   target: vscode.Uri;
@@ -106,6 +131,16 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   private view?: vscode.WebviewView;
   private turns: PanelTurn[] = [];
   private running?: { cts: vscode.CancellationTokenSource; index: number };
+  /** This workspace's own session id; "New chat" ids start with it. */
+  private readonly workspaceId: string;
+  private sessionId: string;
+  /** The session whose stored conversation `turns` shows (undefined: not read yet). */
+  private loaded?: string;
+  private restoring?: Promise<void>;
+  /** The connection whose server keeps no sessions: the panel chats statelessly on it. */
+  private stateless?: Connection;
+  private title = '';
+  private notice?: string;
   private lastEditor?: vscode.TextEditor;
   private renderTimer?: NodeJS.Timeout;
   private pendingSend?: string;
@@ -116,7 +151,13 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     private readonly extensionUri: vscode.Uri,
     private readonly host: ChatHost,
     readonly proposals: ProposalProvider,
+    /** The workspace's state (context.workspaceState): remembers the current session. */
+    private readonly state?: vscode.Memento,
   ) {
+    const workspace = vscode.workspace.workspaceFile ?? vscode.workspace.workspaceFolders?.[0]?.uri;
+    this.workspaceId = workspaceSessionId(workspace?.toString());
+    const saved = state?.get<string>(SESSION_KEY);
+    this.sessionId = isSessionId(saved) ? saved : this.workspaceId;
     if (isChatTarget(vscode.window.activeTextEditor)) this.lastEditor = vscode.window.activeTextEditor;
     this.disposables.push(
       vscode.window.onDidChangeActiveTextEditor((e) => {
@@ -158,10 +199,132 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     }
   }
 
+  /** "New chat": a new session; the old one stays on the server ("Open Previous Chat…"). */
   clear(): void {
     this.stop();
-    this.turns = [];
+    this.switchTo(newSessionId(this.workspaceId));
+    this.loaded = this.sessionId; // a new id: nothing stored under it yet
     this.postState();
+  }
+
+  /** The session the panel continues (for tests and the log). */
+  currentSession(): string {
+    return this.sessionId;
+  }
+
+  private switchTo(id: string): void {
+    this.sessionId = id;
+    void this.state?.update(SESSION_KEY, id);
+    this.turns = [];
+    this.loaded = undefined;
+    this.title = '';
+    this.notice = undefined;
+  }
+
+  private goStateless(conn: Connection, why: string): void {
+    if (this.stateless === conn) return;
+    this.stateless = conn;
+    this.host.log(`chat: this server keeps no chat sessions (${why}); chatting without them`);
+  }
+
+  /**
+   * Show the current session's stored conversation: when the panel opens, after the server
+   * started, before the first turn is sent. Once per session; nothing without a server, with a
+   * server without sessions, or while an answer streams (it runs again when that ends).
+   */
+  restore(): Promise<void> {
+    // One read at a time; one for a session switched away from is followed by the current one's.
+    const pending = this.restoring;
+    return pending ? pending.then(() => this.restoreNow()) : this.restoreNow();
+  }
+
+  private restoreNow(): Promise<void> {
+    if (this.restoring) return this.restoring;
+    const conn = this.host.connection();
+    if (!conn || this.stateless === conn || this.loaded === this.sessionId || this.running) return Promise.resolve();
+    const id = this.sessionId;
+    this.restoring = this.doRestore(conn, id).finally(() => (this.restoring = undefined));
+    return this.restoring;
+  }
+
+  private async doRestore(conn: Connection, id: string): Promise<void> {
+    let restored: Restored;
+    try {
+      restored = restoredTurns(await getSession(conn, id, RESTORE_LIMIT));
+    } catch (err) {
+      if (sessionsUnavailable(err)) this.goStateless(conn, errorMessage(err));
+      else this.host.log(`chat: reading session ${id}: ${errorMessage(err)}`);
+      return;
+    }
+    if (this.sessionId !== id || this.running) return; // switched, or a turn started meanwhile
+    this.loaded = id;
+    // Turns from a stateless chat stay unless the server has a conversation to show instead.
+    if (restored.turns.length || !this.turns.length) {
+      this.turns = restored.turns;
+      this.notice = omittedNotice(restored.omitted, id);
+      this.title = restored.title;
+    }
+    this.postState();
+  }
+
+  /** Called when the server (re)started: the panel, if open, shows the stored conversation. */
+  onServerStarted(): void {
+    if (this.view) void this.restore();
+  }
+
+  private connectionOrError(what: string): Connection | undefined {
+    const conn = this.host.connection();
+    if (!conn) void vscode.window.showErrorMessage(`exlsp: cannot ${what}: ${this.host.notRunningReason()}`);
+    return conn;
+  }
+
+  /** "Open Previous Chat…": pick a stored session and continue it. */
+  async openPrevious(): Promise<void> {
+    const conn = this.connectionOrError('list the chats');
+    if (!conn) return;
+    let sessions: SessionInfo[];
+    try {
+      sessions = await listSessions(conn, 100);
+    } catch (err) {
+      if (!sessionsUnavailable(err)) throw err;
+      this.goStateless(conn, errorMessage(err));
+      void vscode.window.showInformationMessage('exlsp: this server keeps no chat sessions.');
+      return;
+    }
+    if (!sessions.length) {
+      void vscode.window.showInformationMessage('exlsp: no saved chats yet.');
+      return;
+    }
+    const picked = await vscode.window.showQuickPick(sessionPicks(sessions, this.sessionId, this.workspaceId), {
+      title: 'exlsp: open a previous chat',
+      matchOnDescription: true,
+      matchOnDetail: true,
+    });
+    if (!picked) return;
+    if (picked.id !== this.sessionId) {
+      this.stop();
+      this.switchTo(picked.id);
+      this.postState();
+    }
+    await this.restore();
+    await this.open();
+  }
+
+  /** "Delete Chat": remove the current session from the server, then start a new one. */
+  async deleteChat(): Promise<void> {
+    const conn = this.connectionOrError('delete the chat');
+    if (!conn) return;
+    const what = this.title ? `"${this.title}"` : 'this chat';
+    const choice = await vscode.window.showWarningMessage(`exlsp: delete ${what} from exlsp's saved chats?`, { modal: true }, 'Delete');
+    if (choice !== 'Delete') return;
+    this.stop();
+    try {
+      await deleteSession(conn, this.sessionId);
+    } catch (err) {
+      if (!sessionsUnavailable(err)) throw err;
+      this.goStateless(conn, errorMessage(err));
+    }
+    this.clear();
   }
 
   stop(): void {
@@ -183,11 +346,13 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   }
 
   private postState(): void {
-    this.post({ type: 'state', turns: this.turns.map((t) => this.view_(t)), busy: !!this.running });
+    if (this.view) this.view.description = this.title || undefined;
+    this.post({ type: 'state', turns: this.turns.map((t) => this.view_(t)), busy: !!this.running, notice: this.notice });
   }
 
   private postTurn(index: number): void {
-    this.post({ type: 'turn', index, turn: this.view_(this.turns[index]) });
+    const turn = this.turns[index];
+    if (turn) this.post({ type: 'turn', index, turn: this.view_(turn) });
   }
 
   private scheduleRender(index: number): void {
@@ -203,6 +368,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
       switch (msg.type) {
         case 'ready':
           this.postState();
+          await this.restore();
           if (this.pendingSend !== undefined) {
             const t = this.pendingSend;
             this.pendingSend = undefined;
@@ -253,37 +419,52 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
       void vscode.window.showInformationMessage('exlsp: an answer is still streaming; stop it first.');
       return;
     }
-    const conn = this.host.connection();
-    if (!conn) {
-      void vscode.window.showErrorMessage(`exlsp: cannot chat: ${this.host.notRunningReason()}`);
+    const conn = this.connectionOrError('chat');
+    if (!conn) return;
+    await this.restore(); // the stored conversation first: the new turn follows it
+    if (this.running) {
+      void vscode.window.showInformationMessage('exlsp: an answer is still streaming; stop it first.');
       return;
     }
-    const assembled = assembleChat({
-      history: this.turns,
-      input,
-      editor: this.editorContext(),
-      workDoneToken: newWorkDoneToken(),
-    });
+    const history = this.turns.slice();
+    const editor = this.editorContext();
+    const sessionId = this.stateless === conn ? undefined : this.sessionId;
+    // With a session only the new turn travels; without one, the history the panel keeps.
+    const assemble = (sid: string | undefined) => assembleChat({ history, input, editor, workDoneToken: newWorkDoneToken(), sessionId: sid });
+    const assembled = assemble(sessionId);
     this.turns.push(assembled.turn, { role: 'assistant', content: '', streaming: true });
+    if (!this.title && sessionId !== undefined) this.title = titleOf(assembled.turn.content);
     const index = this.turns.length - 1;
     const answer = this.turns[index];
     const cts = new vscode.CancellationTokenSource();
     this.running = { cts, index };
     this.postState();
     this.host.busy(+1);
+    const callbacks = {
+      token: cts.token,
+      onDelta: (_delta: string, text: string) => {
+        answer.content = text;
+        if (this.turns[index] === answer) this.scheduleRender(index);
+      },
+    };
     try {
-      const outcome = await runChat(conn, assembled.params, {
-        token: cts.token,
-        onDelta: (_delta, text) => {
-          answer.content = text;
-          this.scheduleRender(index);
-        },
-      });
+      let outcome: ChatOutcome;
+      try {
+        outcome = await runChat(conn, assembled.params, callbacks);
+      } catch (err) {
+        if (sessionId === undefined || !sessionsUnavailable(err)) throw err;
+        this.goStateless(conn, errorMessage(err)); // and ask again, the stateless way
+        outcome = await runChat(conn, assemble(undefined).params, callbacks);
+      }
+      if (sessionId !== undefined && outcome.result && outcome.result.sessionId !== sessionId) {
+        // An exlsp from before sessions ignores the field: it answered, but keeps nothing.
+        this.goStateless(conn, 'the answer does not name the session');
+      }
       answer.content = outcome.text;
       answer.stopped = outcome.cancelled;
       answer.footer = chatFooter(outcome);
     } catch (err) {
-      answer.error = err instanceof Error ? err.message : String(err);
+      answer.error = errorMessage(err);
       answer.stopped = true;
     } finally {
       answer.streaming = false;
@@ -293,8 +474,10 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
       cts.dispose();
       this.host.busy(-1);
       this.host.refreshStatus();
-      this.postTurn(index);
+      // "New chat" or another session may have replaced the turns while this one ran.
+      if (this.turns[index] === answer) this.postTurn(index);
       this.post({ type: 'busy', busy: false });
+      if (this.view && this.loaded !== this.sessionId) void this.restore();
     }
   }
 

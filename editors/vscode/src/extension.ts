@@ -50,7 +50,7 @@ class ExlspExtension implements vscode.Disposable {
       busy: (d) => this.busy(d),
       refreshStatus: () => this.scheduleRefresh(0),
       log: (m) => this.output.info(m),
-    }, proposals);
+    }, proposals, context.workspaceState);
     this.disposables.push(
       this.output,
       this.item,
@@ -78,8 +78,16 @@ class ExlspExtension implements vscode.Disposable {
     reg('exlsp.chat.fix', () => this.chat.open('/fix'));
     reg('exlsp.chat.test', () => this.chat.open('/test'));
     reg('exlsp.chat.clear', () => this.chat.clear());
+    reg('exlsp.chat.history', () => this.chat.openPrevious().catch((err) => this.showError(err)));
+    reg('exlsp.chat.delete', () => this.chat.deleteChat().catch((err) => this.showError(err)));
     reg('exlsp.chat.applyProposal', (uri) => this.chat.proposals.apply(this.proposalUri(uri)));
     reg('exlsp.chat.discardProposal', (uri) => this.chat.proposals.discard(this.proposalUri(uri)));
+  }
+
+  private showError(err: unknown): void {
+    const message = err instanceof Error ? err.message : String(err);
+    this.output.error(message);
+    void vscode.window.showErrorMessage(`exlsp: ${message}`);
   }
 
   private proposalUri(arg: unknown): vscode.Uri {
@@ -160,6 +168,7 @@ class ExlspExtension implements vscode.Disposable {
       this.setState('running');
       this.startPolling();
       this.scheduleRefresh(0);
+      this.chat.onServerStarted();
     } catch (err) {
       const message = `exlsp: the server failed to start: ${err instanceof Error ? err.message : String(err)}`;
       this.output.error(message);

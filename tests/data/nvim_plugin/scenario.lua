@@ -343,6 +343,8 @@ local function scenario()
     messages = #run1.params.messages,
     has_document = run1.params.textDocument ~= nil,
     token = run1.params.workDoneToken,
+    session = run1.params.sessionId or vim.NIL,
+    base = chat.session_base(),
   })
 
   -- 7. a follow-up about lines 1-2 (a range): the history goes along, with the selection
@@ -361,6 +363,8 @@ local function scenario()
     same_buffer = run2.buf == chat_buf,
     windows = #api.nvim_tabpage_list_wins(0),
     messages = run2.params.messages,
+    session = run2.params.sessionId or vim.NIL,
+    history = vim.deepcopy(chat.state().messages),
     textDocument = run2.params.textDocument or vim.NIL,
     selection = run2.params.selection or vim.NIL,
     uri = vim.uri_from_bufnr(bufnr),
@@ -401,6 +405,58 @@ local function scenario()
       return r.type .. ':' .. r.method
     end, result.requests), 'cancel:exlsp/chat'),
   })
+
+  -- 8b. Neovim restarted (the chat module and its buffer forgotten): opening the chat reads the
+  --     directory's session back from the server, the stopped answer marked [stopped]
+  local function forget_chat()
+    local old = chat.state().buf
+    if old and api.nvim_buf_is_valid(old) then
+      api.nvim_buf_delete(old, { force = true })
+    end
+    package.loaded['exlsp.chat'] = nil
+    chat = require('exlsp.chat')
+  end
+  local session1 = run1.params.sessionId
+  forget_chat()
+  api.nvim_set_current_win(src_win)
+  chat.open(false)
+  local restored_buf = chat.state().buf
+  step('restore', {
+    session = chat.state().session or vim.NIL,
+    buffer = buf_text(restored_buf),
+    history = vim.tbl_map(function(m)
+      return m.role
+    end, chat.state().messages),
+    first_answer = run1.result and run1.result.text or vim.NIL,
+    followup_answer = run2.result and run2.result.text or vim.NIL,
+    stopped_streamed = run3.streamed,
+    lines = #api.nvim_buf_get_lines(restored_buf, 0, -1, true),
+  })
+
+  -- 8c. :ExlspChatReset: a new session (the old one stays); a later Neovim continues the newest
+  vim.cmd('ExlspChatReset')
+  local session2 = chat.state().session
+  local reset_buffer = buf_text(chat.state().buf)
+  local run4 = chat.ask('Hi.', { source = bufnr, max_tokens = 4 })
+  assert(run4, 'no chat run after the reset')
+  wait('the answer in the new session', function()
+    return run4.finished and run4.ended
+  end)
+  forget_chat()
+  api.nvim_set_current_win(src_win)
+  chat.open(false)
+  step('reset', {
+    before = session1,
+    after = session2,
+    reset_buffer = reset_buffer,
+    sent_session = run4.params.sessionId or vim.NIL,
+    sent_messages = #run4.params.messages,
+    error = run4.error or vim.NIL,
+    reopened = chat.state().session or vim.NIL,
+    reopened_history = #chat.state().messages,
+    reopened_buffer = buf_text(chat.state().buf),
+  })
+  chat.close()
 
   -- 9. :ExlspStatus in a float
   api.nvim_set_current_win(src_win)

@@ -71,6 +71,154 @@ local ok, err = pcall(function()
   sel = chat._selection_of(buf, { range = 2, line1 = 2, line2 = 2 }, 'utf-8')
   check('charwise: positions in utf-8', sel, { start = { line = 1, character = 11 }, ['end'] = { line = 1, character = 17 } })
 
+  -- chat sessions: ids, "no sessions" errors, a stored conversation as the chat buffer shows it
+  local base = chat.session_base('/home/u/proj')
+  check('session: one id per directory', { base == chat.session_base('/home/u/proj'), base ~= chat.session_base('/home/u/other') }, { true, true })
+  check('session: the id form', base:match('^nvim:%x+$') ~= nil and #base == 21, true)
+  check('session: the current directory', chat.session_base(), chat.session_base(vim.fn.getcwd()))
+  local new_id = chat.new_session_id(base, 36 * 36 + 35)
+  check('session: new id under the base', new_id:match('^' .. vim.pesc(base) .. ':10z%x%x%x%x$') ~= nil, true)
+  check('session: new ids differ', chat.new_session_id(base, 1) ~= chat.new_session_id(base, 2), true)
+  check('no sessions: MethodNotFound', chat._sessions_unavailable({ code = -32601, message = 'Unhandled method' }), true)
+  check('no sessions: said so', chat._sessions_unavailable({ code = -32602, message = 'exlsp/chat: this exlsp process keeps no chat sessions' }), true)
+  check('no sessions: not a refused turn', chat._sessions_unavailable({ code = -32602,
+    message = "exlsp/chat: the request adds no message to session 'x': send the new user turn" }), false)
+  check('no sessions: not a bad id', chat._sessions_unavailable({ code = -32602, message = "exlsp/chat: sessionId: invalid session id '-x'" }), false)
+  check('no sessions: not other errors', chat._sessions_unavailable({ code = -32603, message = 'keeps no chat sessions' }), false)
+  local rlines, rhistory = chat._render({
+    { role = 'system', content = 'Be brief.', complete = true },
+    { role = 'user', content = 'Hi', complete = true },
+    { role = 'assistant', content = 'Hello!\nHow can I help?', complete = true },
+    { role = 'user', content = 'A story', complete = true },
+    { role = 'assistant', content = 'Once', complete = false },
+  }, 0, 's')
+  check('render: lines as asked', rlines, { '## You', '', 'Hi', '', '## exlsp', '', 'Hello!', 'How can I help?', '', '## You', '',
+    'A story', '', '## exlsp', '', 'Once', '[stopped]' })
+  check('render: the conversation', rhistory, { { role = 'user', content = 'Hi' }, { role = 'assistant', content = 'Hello!\nHow can I help?' },
+    { role = 'user', content = 'A story' }, { role = 'assistant', content = 'Once' } })
+  check('render: left out', (chat._render({ { role = 'user', content = 'q' } }, 3, 'nvim:x'))[1],
+    '_3 earlier messages not shown (all of them: `exlsp sessions show nvim:x`)_')
+
+  -- the chat against in-process servers (no model): what travels with and without sessions
+  local function fake_server(handlers, sent)
+    return function()
+      local closing, n = false, 0
+      return {
+        request = function(method, params, callback, notify_reply)
+          n = n + 1
+          local id = n
+          table.insert(sent, { method = method, params = vim.deepcopy(params) })
+          vim.schedule(function()
+            local h = handlers[method]
+            local e, r
+            if h then
+              e, r = h(params)
+            else
+              e = { code = -32601, message = 'Unhandled method ' .. method }
+            end
+            if notify_reply then
+              notify_reply(id)
+            end
+            callback(e, r)
+          end)
+          return true, id
+        end,
+        notify = function()
+          return true
+        end,
+        is_closing = function()
+          return closing
+        end,
+        terminate = function()
+          closing = true
+        end,
+      }
+    end
+  end
+  local function answering(echo)
+    local k = 0
+    return function(p)
+      k = k + 1
+      return nil, { text = 'answer ' .. k, stopReason = 'eos', sessionId = echo and p.sessionId or nil }
+    end
+  end
+  local function with_server(name, handlers)
+    local sent = {}
+    handlers.initialize = function()
+      return nil, { capabilities = {} }
+    end
+    handlers.shutdown = function()
+      return nil, vim.NIL
+    end
+    package.loaded['exlsp.chat'] = nil -- a fresh chat (its state is per Neovim)
+    chat = require('exlsp.chat')
+    local fbuf = scratch({ 'x = 1' })
+    local id = assert(vim.lsp.start({ name = 'exlsp', cmd = fake_server(handlers, sent), root_dir = vim.fn.getcwd() }, { bufnr = fbuf }))
+    local client = assert(vim.lsp.get_client_by_id(id))
+    vim.wait(2000, function()
+      return client.initialized
+    end)
+    local function ask(q)
+      local run = assert(chat.ask(q, { source = fbuf }), 'ask ' .. q)
+      vim.wait(2000, function()
+        return run.finished
+      end)
+      return run
+    end
+    local r1, r2 = ask('q1'), ask('q2')
+    local chats = {}
+    for _, m in ipairs(sent) do
+      if m.method == 'exlsp/chat' then
+        table.insert(chats, { m.params.sessionId or false, vim.tbl_map(function(x)
+          return x.content
+        end, m.params.messages) })
+      end
+    end
+    check(name .. ': answered', { r1.error or false, r2.error or false, chat.answer_text(r2) }, { false, false, 'answer 2' })
+    client:stop(true)
+    vim.wait(1000, function()
+      return client:is_stopped()
+    end)
+    return chats
+  end
+  local here = chat.session_base()
+  check('chat: with sessions, only the new question travels', with_server('sessions', {
+    ['exlsp/chatSessions'] = function()
+      return nil, { sessions = { { id = 'other', messageCount = 1 } } }
+    end,
+    ['exlsp/chatSession'] = function()
+      return nil, vim.NIL
+    end,
+    ['exlsp/chat'] = answering(true),
+  }), { { here, { 'q1' } }, { here, { 'q2' } } })
+  local refusing = answering(true)
+  check('chat: a server that keeps no sessions: asked again without, then the whole conversation', with_server('no sessions', {
+    ['exlsp/chatSessions'] = function()
+      return nil, { sessions = {} }
+    end,
+    ['exlsp/chatSession'] = function()
+      return nil, vim.NIL
+    end,
+    ['exlsp/chat'] = function(p)
+      if p.sessionId then
+        return { code = -32602, message = 'exlsp/chat: this exlsp process keeps no chat sessions' }
+      end
+      return refusing(p)
+    end,
+  }), { { here, { 'q1' } }, { false, { 'q1' } }, { false, { 'q1', 'answer 1', 'q2' } } })
+  check('chat: sessionId not echoed (ignored): then the whole conversation', with_server('not echoed', {
+    ['exlsp/chatSessions'] = function()
+      return nil, { sessions = {} }
+    end,
+    ['exlsp/chatSession'] = function()
+      return nil, vim.NIL
+    end,
+    ['exlsp/chat'] = answering(false),
+  }), { { here, { 'q1' } }, { false, { 'q1', 'answer 1', 'q2' } } })
+  check('chat: an exlsp without the session methods: stateless from the start', with_server('no methods', {
+    ['exlsp/chat'] = answering(false),
+  }), { { false, { 'q1' } }, { false, { 'q1', 'answer 1', 'q2' } } })
+
   -- status lines
   local lines = exlsp.format_status({
     ready = true, loadError = vim.NIL, model = 'm', decode_tok_s = 12.3456, requests = { chats = 1 },
@@ -92,7 +240,7 @@ local ok, err = pcall(function()
   check('keymaps: a list replaces the default list', exlsp.config.keymaps.accept_word, { '<C-l>' })
   check('keymaps: the others stay', exlsp.config.keymaps.accept, '<Tab>')
   check('chat: merged', { exlsp.config.chat.split, exlsp.config.chat.include_buffer }, { 'tab', true })
-  check('commands', vim.fn.exists(':ExlspChat') == 2 and vim.fn.exists(':ExlspStatus') == 2, true)
+  check('commands', vim.fn.exists(':ExlspChat') == 2 and vim.fn.exists(':ExlspStatus') == 2 and vim.fn.exists(':ExlspChatReset') == 2, true)
 end)
 
 local f = assert(io.open(assert(os.getenv('EXLSP_E2E_RESULT')), 'w'))

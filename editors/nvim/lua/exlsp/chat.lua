@@ -3,12 +3,24 @@
 -- selection; the answer streams in from the `$/progress` reports on this request's
 -- workDoneToken (their `message` is the delta). `q` / <C-c> in the chat buffer stop it
 -- ($/cancelRequest) and the buffer shows [stopped].
+--
+-- Chat sessions (docs/chat-sessions.md): the server keeps the conversation, so each question
+-- carries a `sessionId` and only itself as `messages`, and the chat buffer is filled from
+-- `exlsp/chatSession` when it is first shown — the conversation survives restarts. One session
+-- per working directory, `nvim:<hash of the cwd>[:<time>]`: `:ExlspChatReset` starts a new one
+-- (the old one stays on the server: `exlsp sessions`), and a later Neovim in the same directory
+-- continues the most recently used. A server without sessions (an older exlsp) is noticed from
+-- its answer; the plugin then sends the whole conversation, as before.
 
 local api = vim.api
 
 local M = {}
 
 local STOPPED = '[stopped]'
+--- messages read back into the buffer at most
+local RESTORE_LIMIT = 200
+--- how long opening the chat may wait for the stored conversation
+local RESTORE_TIMEOUT_MS = 3000
 
 ---@class exlsp.chat.Run
 ---@field id? integer request id
@@ -23,6 +35,8 @@ local STOPPED = '[stopped]'
 ---@field result? table the exlsp/chat result
 ---@field error? string
 ---@field resynced? boolean the buffer was rewritten with the result's text
+---@field retried? boolean asked again without the session (the server keeps none)
+---@field req_buf? integer the buffer the request was sent for
 ---@field finished? boolean
 
 local state = {
@@ -33,6 +47,10 @@ local state = {
   last = nil, ---@type exlsp.chat.Run?
   seq = 0,
   source = nil, ---@type integer? the buffer the last question came from
+  session = nil, ---@type string? the session the chat continues
+  base = nil, ---@type string? the working directory's session id (the session was chosen for it)
+  loaded = nil, ---@type string? the session the buffer shows (read from the server)
+  stateless = {}, ---@type table<integer, boolean> clients whose server keeps no sessions
 }
 
 -- Clients started without exlsp's `$/progress` handler (a config of the user's own) still
@@ -136,8 +154,160 @@ local function buffer()
   return buf
 end
 
+---------------------------------------------------------------------------------------------------
+-- Sessions
+
+--- The session id of the working directory {cwd} (default: the current one).
+function M.session_base(cwd)
+  return 'nvim:' .. vim.fn.sha256(cwd or vim.fn.getcwd()):sub(1, 16)
+end
+
+local function base36(n)
+  local digits, out = '0123456789abcdefghijklmnopqrstuvwxyz', ''
+  repeat
+    local d = n % 36
+    out = digits:sub(d + 1, d + 1) .. out
+    n = math.floor(n / 36)
+  until n == 0
+  return out
+end
+
+--- A new session id under {base}: `<base>:<milliseconds, base 36><4 hex digits>`.
+function M.new_session_id(base, ms)
+  local uv = vim.uv or vim.loop
+  if not ms then
+    local sec, usec = uv.gettimeofday()
+    ms = sec * 1000 + math.floor(usec / 1000)
+  end
+  return ('%s:%s%04x'):format(base, base36(ms), uv.hrtime() % 0x10000)
+end
+
+--- The server keeps no sessions: an exlsp without them (MethodNotFound) or one that says so
+--- (InvalidParams "... keeps no chat sessions"); other errors about a session are the turn's own.
+function M._sessions_unavailable(err)
+  if type(err) ~= 'table' then
+    return false
+  end
+  if err.code == -32601 then
+    return true
+  end
+  if err.code ~= -32602 or type(err.message) ~= 'string' then
+    return false
+  end
+  local msg = err.message:lower()
+  for _, needle in ipairs({ 'no chat sessions', 'no sessions', 'sessions are not available', 'sessions unavailable',
+    'sessions are unavailable', 'sessions are disabled' }) do
+    if msg:find(needle, 1, true) then
+      return true
+    end
+  end
+  return false
+end
+
+--- The chat buffer's lines for stored {messages} (as M.ask writes them: an answer cut short ends
+--- with [stopped]), and the conversation they make. System messages are not shown.
+---@return string[] lines, {role: string, content: string}[] messages
+function M._render(messages, omitted, session_id)
+  local lines, history = {}, {}
+  if omitted and omitted > 0 then
+    table.insert(lines, ('_%d earlier messages not shown (all of them: `exlsp sessions show %s`)_'):format(omitted, session_id))
+  end
+  for _, m in ipairs(messages or {}) do
+    if (m.role == 'user' or m.role == 'assistant') and type(m.content) == 'string' then
+      if #lines > 0 then
+        table.insert(lines, '')
+      end
+      vim.list_extend(lines, { m.role == 'user' and '## You' or '## exlsp', '' })
+      vim.list_extend(lines, vim.split(m.content, '\n', { plain = true }))
+      if m.role == 'assistant' and m.complete == false then
+        table.insert(lines, STOPPED)
+      end
+      table.insert(history, { role = m.role, content = m.content })
+    end
+  end
+  return lines, history
+end
+
+local function request_sync(client, method, params)
+  local ok, resp, err = pcall(exlsp()._call, client, 'request_sync', method, params, RESTORE_TIMEOUT_MS)
+  if not ok then
+    return nil, tostring(resp)
+  end
+  if not resp then
+    return nil, tostring(err or 'no answer in time')
+  end
+  return resp
+end
+
+--- Choose the session for the working directory: the one chosen before, else its most recently
+--- updated one on the server (the list is newest first), else its own id.
+local function choose_session(client)
+  local base = M.session_base()
+  if state.session and state.base == base then
+    return
+  end
+  state.base, state.session, state.loaded = base, base, nil
+  if state.stateless[client.id] then
+    return
+  end
+  local resp = request_sync(client, 'exlsp/chatSessions', { limit = 1000 })
+  if resp and resp.err and M._sessions_unavailable(resp.err) then
+    state.stateless[client.id] = true
+  end
+  local result = resp and type(resp.result) == 'table' and resp.result or {}
+  for _, sess in ipairs(type(result.sessions) == 'table' and result.sessions or {}) do
+    if sess.id == base or vim.startswith(tostring(sess.id), base .. ':') then
+      state.session = sess.id
+      return
+    end
+  end
+end
+
+--- Fill the chat buffer with the session's stored conversation (once per session).
+local function restore(client)
+  local id = state.session
+  if not id or state.loaded == id or state.stateless[client.id] then
+    return
+  end
+  state.loaded = id -- also when it fails: the chat must not wait for it again and again
+  local resp, why = request_sync(client, 'exlsp/chatSession', { sessionId = id, limit = RESTORE_LIMIT })
+  if resp and resp.err then
+    if M._sessions_unavailable(resp.err) then
+      state.stateless[client.id] = true
+      return
+    end
+    why = resp.err.message or vim.inspect(resp.err)
+  end
+  if not resp or resp.err then
+    vim.notify(('exlsp: the chat session %s could not be read: %s'):format(id, why), vim.log.levels.WARN)
+    return
+  end
+  local found = type(resp.result) == 'table' and resp.result or {}
+  local messages = type(found.messages) == 'table' and found.messages or {}
+  local count = type(found.session) == 'table' and tonumber(found.session.messageCount) or #messages
+  local lines, history = M._render(messages, count - #messages, id)
+  local buf = buffer()
+  state.messages = history
+  set_text(buf, function()
+    api.nvim_buf_set_lines(buf, 0, -1, true, lines)
+  end)
+  follow(buf)
+end
+
+--- The working directory's session, its conversation in the buffer.
+local function ensure_session(client)
+  choose_session(client)
+  restore(client)
+end
+
 --- Show the chat buffer (reusing its window in this tab page); returns the window.
 function M.open(focus)
+  if not (state.current and not state.current.finished) then
+    local client = exlsp().client(state.source)
+    if client then
+      ensure_session(client)
+    end
+  end
   local buf = buffer()
   local win
   for _, w in ipairs(api.nvim_tabpage_list_wins(0)) do
@@ -244,9 +414,38 @@ local function finish_run(run)
   end
 end
 
+--- Ask {run}'s question again without the session (the server keeps none): the whole conversation.
+local function resend_stateless(run, handler)
+  local client = vim.lsp.get_client_by_id(run.client_id)
+  if not client or run.retried then
+    return false
+  end
+  run.retried = true
+  run.params.sessionId = nil
+  run.params.messages = vim.deepcopy(state.messages) -- the question is its last message
+  state.runs[run.token] = run
+  local ok, id = exlsp()._call(client, 'request', 'exlsp/chat', run.params, handler, run.req_buf)
+  if ok then
+    run.id = id
+  end
+  return ok
+end
+
 local function on_result(run, err, result)
   if run.finished then
     return -- stopped already
+  end
+  if err and run.params.sessionId and M._sessions_unavailable(err) then
+    state.stateless[run.client_id] = true
+    if resend_stateless(run, function(e, r)
+      on_result(run, e, r)
+    end) then
+      return
+    end
+  end
+  if not err and run.params.sessionId and type(result) == 'table' and result.sessionId ~= run.params.sessionId then
+    -- an exlsp from before sessions ignores sessionId: it answered, but keeps nothing
+    state.stateless[run.client_id] = true
   end
   if err then
     run.error = err.message or vim.inspect(err)
@@ -312,6 +511,7 @@ function M.ask(question, opts)
   end
   local attached = source and api.nvim_buf_is_valid(source) and client.attached_buffers[source]
   M.stop()
+  ensure_session(client) -- the stored conversation first: the question follows it
   local buf = buffer()
   state.source = attached and source or state.source
 
@@ -332,7 +532,13 @@ function M.ask(question, opts)
   params.maxTokens = opts.max_tokens or cfg.max_tokens
 
   table.insert(state.messages, { role = 'user', content = content })
-  params.messages = vim.deepcopy(state.messages)
+  if state.session and not state.stateless[client.id] then
+    -- the server has the conversation: only the new question travels
+    params.sessionId = state.session
+    params.messages = { { role = 'user', content = content } }
+  else
+    params.messages = vim.deepcopy(state.messages)
+  end
 
   -- the question, the selection as a code block, then the answer's header
   local lines = {}
@@ -361,7 +567,7 @@ function M.ask(question, opts)
   ---@type exlsp.chat.Run
   local run = {
     token = token, client_id = client.id, buf = buf, question = question, params = params,
-    streamed = '', answer_row = api.nvim_buf_line_count(buf) - 1,
+    streamed = '', answer_row = api.nvim_buf_line_count(buf) - 1, req_buf = attached and source or nil,
   }
   state.runs[token] = run
   state.current = run
@@ -382,10 +588,14 @@ function M.ask(question, opts)
   return run
 end
 
---- Start a new conversation (the buffer is cleared).
+--- Start a new conversation in a new session (the buffer is cleared; the old session stays on
+--- the server).
 function M.reset()
   M.stop()
   state.messages = {}
+  state.base = M.session_base()
+  state.session = M.new_session_id(state.base)
+  state.loaded = state.session -- nothing is stored under a new id yet
   if state.buf and api.nvim_buf_is_valid(state.buf) then
     set_text(state.buf, function()
       api.nvim_buf_set_lines(state.buf, 0, -1, true, {})

@@ -5,6 +5,9 @@
 // `textDocument`. So the client sends the command text as typed, with the document and the
 // selection; earlier slash-command turns in the history are replaced by a plain sentence, since
 // only the last message is expanded.
+//
+// With a session id the server keeps the conversation (docs/chat-sessions.md): the request then
+// carries only the new user turn, and the server adds the stored history itself.
 
 export type Role = 'system' | 'user' | 'assistant';
 
@@ -29,6 +32,7 @@ export interface ChatParams {
   selection?: Range;
   workDoneToken?: string | number;
   maxTokens?: number;
+  sessionId?: string;
 }
 
 export interface SlashCommand {
@@ -88,6 +92,8 @@ export interface AssembleOptions {
   maxTokens?: number;
   /** At most this many earlier turns are sent (the model's context is small). */
   maxHistoryTurns?: number;
+  /** The server's session: only the new turn is sent (the server has the history). */
+  sessionId?: string;
 }
 
 export interface Assembled {
@@ -109,7 +115,7 @@ export function assembleChat(opts: AssembleOptions): Assembled {
   const input = opts.input.trim();
   if (!input) throw new Error('empty chat input');
   const slash = parseSlash(input);
-  const keep = opts.maxHistoryTurns ?? 12;
+  const keep = opts.sessionId !== undefined ? 0 : opts.maxHistoryTurns ?? 12;
   const earlier = keep > 0 ? opts.history.filter((t) => t.content.trim()).slice(-keep) : [];
   // A history must not open with an assistant turn cut from its question.
   while (earlier.length && earlier[0].role === 'assistant') earlier.shift();
@@ -129,6 +135,7 @@ export function assembleChat(opts: AssembleOptions): Assembled {
   }
   if (opts.workDoneToken !== undefined) params.workDoneToken = opts.workDoneToken;
   if (opts.maxTokens !== undefined) params.maxTokens = opts.maxTokens;
+  if (opts.sessionId !== undefined) params.sessionId = opts.sessionId;
   return { params, turn, slash };
 }
 

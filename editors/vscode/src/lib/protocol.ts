@@ -6,9 +6,13 @@ import { CancellationToken, Disposable, LSPErrorCodes, ProgressType, WorkDonePro
 
 import type { ChatParams } from './chat';
 import { DeltaAccumulator, ProgressValue, StreamState } from './progress';
+import type { SessionInfo, SessionResult } from './sessions';
 import type { ExlspStatus } from './status';
 
 export const CHAT_METHOD = 'exlsp/chat';
+export const CHAT_SESSIONS_METHOD = 'exlsp/chatSessions';
+export const CHAT_SESSION_METHOD = 'exlsp/chatSession';
+export const CHAT_SESSION_DELETE_METHOD = 'exlsp/chatSessionDelete';
 export const STATUS_METHOD = 'exlsp/status';
 export const EXECUTE_COMMAND_METHOD = 'workspace/executeCommand';
 export const ACCEPT_COMMAND = 'exlsp.accept';
@@ -27,6 +31,8 @@ export interface ChatResult {
   promptTokens: number;
   reusedTokens: number;
   generatedTokens: number;
+  /** Echoed when the request named a session (a server without sessions leaves it out). */
+  sessionId?: string;
 }
 
 export interface ChatOutcome {
@@ -94,6 +100,23 @@ export async function runChat(conn: Connection, params: ChatParams, cb: ChatCall
   } finally {
     sub.dispose();
   }
+}
+
+/** `exlsp/chatSessions`: the most recently updated first. */
+export async function listSessions(conn: Pick<Connection, 'sendRequest'>, limit = 50): Promise<SessionInfo[]> {
+  const result = await request<{ sessions?: SessionInfo[] } | null>(conn, CHAT_SESSIONS_METHOD, { limit });
+  return result?.sessions ?? [];
+}
+
+/** `exlsp/chatSession`: the session and its newest `limit` messages, or null if there is none. */
+export function getSession(conn: Pick<Connection, 'sendRequest'>, sessionId: string, limit?: number): Promise<SessionResult | null> {
+  return request<SessionResult | null>(conn, CHAT_SESSION_METHOD, limit === undefined ? { sessionId } : { sessionId, limit });
+}
+
+/** `exlsp/chatSessionDelete`: true if there was such a session. */
+export async function deleteSession(conn: Pick<Connection, 'sendRequest'>, sessionId: string): Promise<boolean> {
+  const result = await request<{ deleted?: boolean } | null>(conn, CHAT_SESSION_DELETE_METHOD, { sessionId });
+  return result?.deleted === true;
 }
 
 export interface AcceptArgs {

@@ -268,6 +268,7 @@ export interface Recorded {
   webviewProviders: Map<string, any>;
   statusItems: any[];
   output: string[];
+  quickPicks: { items: any[]; options: any }[];
 }
 
 const settings = new Map<string, any>();
@@ -281,9 +282,12 @@ const recorded: Recorded = {
   webviewProviders: new Map(),
   statusItems: [],
   output: [],
+  quickPicks: [],
 };
 /** What the next message box "clicks" (by its text). */
 const answers: ((message: string, items: string[]) => string | undefined)[] = [];
+/** What the next quick pick picks (undefined: dismissed). */
+const pickAnswers: ((items: any[]) => any)[] = [];
 
 function configuration(section?: string): any {
   const prefix = section ? section + '.' : '';
@@ -368,6 +372,7 @@ export const workspace = lenient({
   },
   notebookDocuments: [],
   workspaceFolders: undefined,
+  workspaceFile: undefined,
   onDidChangeConfiguration: events.didChangeConfiguration.event,
   onDidOpenTextDocument: events.didOpenTextDocument.event,
   onDidCloseTextDocument: events.didCloseTextDocument.event,
@@ -397,7 +402,12 @@ const window_ = {
   showErrorMessage: messageBox('error'),
   showInformationMessage: messageBox('info'),
   showWarningMessage: messageBox('warning'),
-  showQuickPick: async () => undefined,
+  showQuickPick: async (items: any, options?: any) => {
+    const list = await items;
+    recorded.quickPicks.push({ items: list, options });
+    const answer = pickAnswers.shift();
+    return answer ? answer(list) : undefined;
+  },
   withProgress: async (_o: any, task: any) => task({ report: () => undefined }, new CancellationTokenSource().token),
   registerWebviewViewProvider: (id: string, provider: any) => {
     recorded.webviewProviders.set(id, provider);
@@ -464,6 +474,7 @@ export const fake = {
   commands,
   recorded,
   answers,
+  pickAnswers,
   events,
   textDocuments,
   window: window_,

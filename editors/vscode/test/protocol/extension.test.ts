@@ -20,6 +20,7 @@ mkdirSync(path.join(xdg, 'run'), { mode: 0o700 });
 mkdirSync(path.join(xdg, 'config'));
 process.env.XDG_RUNTIME_DIR = path.join(xdg, 'run');
 process.env.XDG_CONFIG_HOME = path.join(xdg, 'config');
+process.env.XDG_STATE_HOME = path.join(xdg, 'state'); // the chat panel's sessions
 delete process.env.EXLSP_SOCKET;
 after(() => rmSync(xdg, { recursive: true, force: true }));
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -29,10 +30,18 @@ const exe = serverExecutable();
 const skip = exe ? false : 'no exlsp executable: set EXLSP_SERVER or create the repository .venv';
 const { fake } = vscode;
 
-function context(): { subscriptions: { dispose(): void }[]; extensionUri: vscode.Uri; dispose(): void } {
+/** context.workspaceState: kept across activations, like VS Code's. */
+const workspaceState = new Map<string, unknown>();
+
+function context(): { subscriptions: { dispose(): void }[]; extensionUri: vscode.Uri; workspaceState: unknown; dispose(): void } {
   const ctx = {
     subscriptions: [] as { dispose(): void }[],
     extensionUri: vscode.Uri.file('/ext'),
+    workspaceState: {
+      get: (key: string) => workspaceState.get(key),
+      update: async (key: string, value: unknown) => void workspaceState.set(key, value),
+      keys: () => [...workspaceState.keys()],
+    },
     dispose() {
       for (const d of ctx.subscriptions.splice(0)) d.dispose();
     },
@@ -265,6 +274,55 @@ describe('the extension with the real server', { skip, timeout: 180_000 }, () =>
     await eventually(() => (/^\$\(sparkle\) SmolLM2/.test(statusText()) ? true : undefined), 60_000, 'ready after restart');
     assert.equal(fake.recorded.inlineProviders.length, 1);
     assert.ok(items(await providerCall()).length >= 0);
+    assert.deepEqual(fake.recorded.errors, []);
+  });
+
+  it('chat sessions: the panel of a new activation shows the conversation; New chat, Open Previous Chat, Delete Chat', async () => {
+    // VS Code closed and opened again: a new extension instance with the same workspace state.
+    await extension.deactivate();
+    ctx.dispose();
+    extension.activate(ctx as never);
+    await eventually(() => (/^\$\(sparkle\) SmolLM2/.test(statusText()) ? true : undefined), 60_000, 'ready after reactivation');
+    const provider = fake.recorded.webviewProviders.get('exlsp.chatView');
+    const first = provider.currentSession();
+    const w = fakeWebviewView();
+    provider.resolveWebviewView(w.view);
+    w.send({ type: 'ready' });
+    // The two exchanges of the streaming test (the known answer pushed by the code-block test
+    // was never sent, so it is not there); the stopped answer is marked incomplete.
+    const restored = await eventually(
+      () => w.posted.find((m) => m.type === 'state' && (m.turns?.length ?? 0) > 0) as { turns: { role: string; html: string; footer?: string }[] } | undefined,
+      15_000,
+      'the restored conversation',
+    );
+    assert.deepEqual(restored.turns.map((t) => t.role), ['user', 'assistant', 'user', 'assistant']);
+    assert.match(restored.turns[0].html, /\/explain/);
+    assert.match(restored.turns[2].html, /robot who learns to program/);
+    assert.match(restored.turns[3].footer ?? '', /^Incomplete/);
+
+    // New chat: a new session, remembered; the next turn goes there.
+    await vscode.commands.executeCommand('exlsp.chat.clear');
+    const second = provider.currentSession();
+    assert.notEqual(second, first);
+    assert.equal(workspaceState.get('exlsp.chat.sessionId'), second);
+    w.send({ type: 'send', text: 'Say hi.' });
+    await eventually(() => w.posted.find((m) => m.type === 'turn' && m.index === 1 && m.turn?.streaming === false), 60_000, 'the answer in the new chat');
+
+    // Open Previous Chat lists both (this workspace's, the newest first) and goes back to the first.
+    fake.pickAnswers.push((picks: { id: string }[]) => picks.find((p) => p.id === first));
+    await vscode.commands.executeCommand('exlsp.chat.history');
+    assert.deepEqual(fake.recorded.quickPicks.at(-1)?.items.map((p: { id: string }) => p.id), [second, first]);
+    assert.equal(provider.currentSession(), first);
+    const back = w.posted.filter((m) => m.type === 'state').at(-1) as { turns: unknown[] };
+    assert.equal(back.turns.length, 4);
+
+    // Delete Chat (confirmed): gone from the list; the panel is on a new, empty chat.
+    fake.answers.push((_m, labels) => (labels.includes('Delete') ? 'Delete' : undefined));
+    await vscode.commands.executeCommand('exlsp.chat.delete');
+    assert.notEqual(provider.currentSession(), first);
+    fake.pickAnswers.push(() => undefined);
+    await vscode.commands.executeCommand('exlsp.chat.history');
+    assert.deepEqual(fake.recorded.quickPicks.at(-1)?.items.map((p: { id: string }) => p.id), [second]);
     assert.deepEqual(fake.recorded.errors, []);
   });
 });

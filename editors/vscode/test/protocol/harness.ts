@@ -77,17 +77,23 @@ export interface Harness {
   close: () => Promise<number | null>;
 }
 
-export async function startServer(executable: string): Promise<Harness> {
+export interface ServerOptions {
+  /** XDG_STATE_HOME (where chat sessions are kept); default: the server's own temporary one. */
+  stateHome?: string;
+}
+
+export async function startServer(executable: string, opts: ServerOptions = {}): Promise<Harness> {
   const tmp = mkdtempSync(path.join(tmpdir(), 'exlsp-vscode-'));
   const runtime = path.join(tmp, 'run');
   const config = path.join(tmp, 'config');
+  const state = opts.stateHome ?? path.join(tmp, 'state');
   mkdirSync(runtime, { mode: 0o700 });
   mkdirSync(config);
   // The command line the extension builds from its settings: the defaults, plus serverArgs
   // `--keep-alive 0` (nothing attaches to this server; without it, exit lingers 5 s).
   const section = defaultSection();
   const cmd = serverCommand(executable, ['--keep-alive', '0']);
-  const env: NodeJS.ProcessEnv = { ...process.env, XDG_RUNTIME_DIR: runtime, XDG_CONFIG_HOME: config };
+  const env: NodeJS.ProcessEnv = { ...process.env, XDG_RUNTIME_DIR: runtime, XDG_CONFIG_HOME: config, XDG_STATE_HOME: state };
   delete env.EXLSP_SOCKET; // the socket goes under the temporary XDG_RUNTIME_DIR
   const proc = spawn(cmd.command, cmd.args, {
     cwd: tmp,

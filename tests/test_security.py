@@ -1011,3 +1011,20 @@ def test_accept_counts_a_bounded_set_of_kinds():
     commands.accept(ls, {"kind": "word"})
     commands.accept(ls, {"kind": "completion-fallback"})
     assert set(seen) == {"other", "word", "completion-fallback"} and seen.count("other") == 50
+
+
+def test_vscode_workspace_settings_cannot_choose_the_server_program():
+    """docs/security.md, "Plugins and config come from the user only": the extension's manifest makes
+    the settings that name the program machine-scoped (VS Code ignores them in a repository's
+    .vscode/settings.json) and restricted in untrusted workspaces."""
+    manifest = json.loads((Path(__file__).resolve().parents[1] / "editors" / "vscode" / "package.json").read_text())
+    configuration = manifest["contributes"]["configuration"]
+    sections = configuration if isinstance(configuration, list) else [configuration]
+    props = {k: v for section in sections for k, v in section["properties"].items()}
+    program = {"exlsp.serverPath", "exlsp.serverArgs"}
+    assert {k for k, v in props.items() if "path" in k.lower() or "args" in k.lower() or "command" in k.lower()} <= program
+    for key in program:
+        assert props[key].get("scope") == "machine", key
+    untrusted = manifest["capabilities"]["untrustedWorkspaces"]
+    assert untrusted["supported"] in ("limited", False)
+    assert program <= set(untrusted.get("restrictedConfigurations", []))

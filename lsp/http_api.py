@@ -269,6 +269,12 @@ class HttpApi:
             add_bos=False,
         )
 
+    async def fim(self, query: CompletionQuery) -> Any:
+        """Fill in the middle through the editor pipeline (formats, post-processing), but without
+        the context of the user's recently edited files and on the API's own lanes, below the
+        user's editors: an HTTP client may be any local user (docs/security.md)."""
+        return await self.assistant.complete(query, lane_group=self.lane_group, priority=Priority.SHELL, use_context=False)
+
     async def events(self, request: GenerationRequest) -> AsyncIterator[Delta | Completion]:
         """The engine's events; leaving early (client gone, task cancelled) cancels the job."""
         stream = await self.engine.generate(request)
@@ -364,9 +370,7 @@ class HttpApi:
 
         async def text_and_final(on_delta: Callable[[str], Awaitable[None]] | None) -> tuple[str, Completion]:
             if body.suffix is not None:  # fill in the middle: the editor completion pipeline
-                answer = await self.assistant.complete(
-                    CompletionQuery(prefix=prompt, suffix=body.suffix, max_tokens=body.max_tokens or 64)
-                )
+                answer = await self.fim(CompletionQuery(prefix=prompt, suffix=body.suffix, max_tokens=body.max_tokens or 64))
                 if answer.stats is None:
                     raise ApiError(500, "completion produced no result", "server_error")
                 return answer.text, answer.stats
@@ -528,7 +532,7 @@ class HttpApi:
                 self.check_max_tokens(o.num_predict)
 
             async def fim() -> tuple[str, Completion]:
-                answer = await self.assistant.complete(CompletionQuery(
+                answer = await self.fim(CompletionQuery(
                     prefix=body.prompt, suffix=body.suffix or "",
                     max_tokens=o.num_predict if (o.num_predict or 0) > 0 else 64,
                 ))

@@ -214,13 +214,23 @@ class Assistant:
     # ---- services ---------------------------------------------------------------------------------
 
     async def complete(
-        self, query: CompletionQuery, on_delta: OnDelta | None = None, *, supersede_key: str | None = None
+        self,
+        query: CompletionQuery,
+        on_delta: OnDelta | None = None,
+        *,
+        supersede_key: str | None = None,
+        lane_group: str = "completion",
+        priority: Priority = Priority.INLINE,
+        use_context: bool = True,
     ) -> Answer:
+        """A code completion. The HTTP API calls it with ``use_context=False`` and lanes of its own:
+        context providers read the user's recently edited files, and an HTTP client (any local user,
+        without a token) must neither get them in its prompt nor probe the editors' KV cache."""
         self.counters.completions += 1
         s = self.settings
         multiline = decide_multiline(query.prefix, query.suffix)
         max_tokens = max(1, min(query.max_tokens or s.completion_max_tokens, self.model.n_ctx // 4))
-        chunks = await self._context("completion", query)
+        chunks = await self._context("completion", query) if use_context else []
         budget = max(64, min(query.budget_tokens or s.completion_budget, self.model.n_ctx - max_tokens - 8))
         fmt_name, fmt = self._best(self.plugins.prompt_formats(), self._fallback_prompt)
         # A format that cannot see the suffix must not spend budget on it.
@@ -238,8 +248,8 @@ class Assistant:
             GenerationRequest(
                 prompt=prompt.tokens,
                 max_tokens=max_tokens,
-                priority=Priority.INLINE,
-                lane_group="completion",
+                priority=priority,
+                lane_group=lane_group,
                 stop=stop,
                 stop_check=scope_stop(query.prefix) if multiline else None,
                 stop_tokens=[*prompt.stop_tokens, *self._structural_stops],
@@ -346,6 +356,10 @@ class Assistant:
                         )
                         built = self.plugins.guarded_sync(reg, "messages", argument, safe, expect=list)
                     except PluginFailed:
+                        break
+                    if not all(isinstance(m, ChatMessage) and isinstance(m.content, str) for m in built):
+                        # Like a wrong return type: the plugin is blocked, this chat goes on without it.
+                        self.plugins.block(reg.plugin, f"chat command /{name} returned something other than ChatMessages")
                         break
                     return messages[:-1] + [ChatMessage(m.role, self._defuse(m.content)) for m in built]
         context = []

@@ -232,10 +232,17 @@ class ChatStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # A failed COMMIT (busy, disk full, I/O error) leaves the transaction open, holding
+                # the write lock and refusing every later BEGIN: end it. After some errors SQLite
+                # has rolled back already - then there is nothing to end.
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
                 raise
-            conn.execute("COMMIT")
             return result
 
         return self._run(txn)

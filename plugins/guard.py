@@ -10,7 +10,8 @@ What a plugin's calls leave behind is counted per plugin (``CallRecord``): the c
 past their budget, and the threads they started that are still alive. Python does not record who
 started a thread, so ``threading.Thread.start`` is wrapped once (``_start_attributed``): a thread
 started while a plugin call runs (in its worker thread, or in its task on the loop) is charged to
-that plugin. Threads of anyio's pool are not: they are shared and bounded.
+that plugin. Threads of anyio's pool and of concurrent.futures executors (asyncio's default one
+behind ``to_thread`` and ``getaddrinfo``) are not: they are shared and bounded.
 """
 
 from __future__ import annotations
@@ -72,9 +73,17 @@ _CALLER: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("exl
 _thread_start = getattr(threading.Thread.start, "__wrapped__", threading.Thread.start)
 
 
+def _shared_pool_thread(thread: threading.Thread) -> bool:
+    """A worker of a shared, bounded pool (anyio's, or a concurrent.futures executor such as
+    asyncio's default one behind ``to_thread``/``getaddrinfo``): started on a plugin's behalf but
+    not its leak."""
+    target = getattr(thread, "_target", None)
+    return type(thread).__module__.startswith("anyio.") or getattr(target, "__module__", "") == "concurrent.futures.thread"
+
+
 def _start_attributed(self: threading.Thread) -> None:
     record = _CALLER.get()
-    if record is not None and not type(self).__module__.startswith("anyio."):
+    if record is not None and not _shared_pool_thread(self):
         with record.lock:
             record.threads.add(self)
     _thread_start(self)

@@ -87,6 +87,8 @@ class _Job:
     done: bool = False
 
     aged: bool = False  # waited past the engine's aging time: now competes as SHELL
+    queued_at: float = field(default_factory=time.perf_counter)  # since when it waits (again)
+    waited_s: float = 0.0  # time spent in the queue before its last start (running does not count)
 
     @property
     def priority(self) -> int:
@@ -297,15 +299,18 @@ class Engine:
                 return None
             self._age()
             _, _, job = heapq.heappop(self._heap)
+            job.waited_s += time.perf_counter() - job.queued_at
             self._running = job
             return job
 
     def _age(self) -> None:
-        """Promote jobs below SHELL that waited ``aging_s`` since submission (lock held)."""
+        """Promote jobs below SHELL that have waited ``aging_s`` in the queue, all their waits
+        together (time spent running does not count) (lock held)."""
         now = time.perf_counter()
         promoted = False
         for _, _, job in self._heap:
-            if not job.aged and job.request.priority > Priority.SHELL and now - job.submitted >= self.aging_s:
+            waited = job.waited_s + (now - job.queued_at)
+            if not job.aged and job.request.priority > Priority.SHELL and waited >= self.aging_s:
                 job.aged = promoted = True
         if promoted:
             self._heap = [(job.priority, order, job) for _, order, job in self._heap]
@@ -347,6 +352,7 @@ class Engine:
             if not finished and not self._closing:
                 job.preemptions += 1
                 self.stats.preemptions += 1
+                job.queued_at = time.perf_counter()
                 heapq.heappush(self._heap, (job.priority, next(self._order), job))
             elif not finished:
                 self._finish(job, "cancelled")

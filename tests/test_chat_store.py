@@ -518,3 +518,23 @@ async def test_lsp_chat_with_session_id_and_chat_sessions(real_engine):
             await client.request("exlsp/chat", {"messages": [{"role": "user", "content": "x"}], "sessionId": "s"})
         assert off.value.code == -32602 and "no chat sessions" in str(off.value)
     await asyncio.sleep(0)
+
+
+def test_a_failed_commit_does_not_wedge_the_store(tmp_path):
+    """A COMMIT that fails (here: another process still reading, on a file system without WAL) loses
+    that write, never the next ones: the transaction is ended, the write lock released."""
+    store = ChatStore(tmp_path / "chat.sqlite3")
+    store.open()
+    store._conn.execute("PRAGMA journal_mode = DELETE")
+    store._conn.execute("PRAGMA busy_timeout = 200")
+    store.append("a", [StoredMessage("user", "hi")])
+    other = sqlite3.connect(tmp_path / "chat.sqlite3", isolation_level=None)
+    other.execute("BEGIN")
+    other.execute("SELECT * FROM messages").fetchall()  # holds a shared lock: COMMIT cannot finish
+    with pytest.raises(sqlite3.OperationalError):
+        store.append("a", [StoredMessage("assistant", "lost")])
+    assert not store._conn.in_transaction
+    other.execute("COMMIT")
+    other.close()
+    store.append("a", [StoredMessage("user", "again")])
+    assert [m.content for m in store.messages("a")] == ["hi", "again"]

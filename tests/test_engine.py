@@ -273,3 +273,21 @@ async def test_a_waiting_chat_ages_past_a_stream_of_shell_jobs_but_not_past_inli
     assert final.stop_reason == "length" and final.generated_tokens == 60
     assert waited < 3.0  # without aging it would wait for the flood (which only ends after it)
     assert final.preemptions >= 1 and inline_final.stop_reason == "length"  # inline still came first
+
+
+async def test_time_spent_running_does_not_age_a_job(make_fake_engine):
+    """Aging counts waiting, not running: a chat that ran past ``aging_s`` and was pre-empted once
+    must not come back as a shell job that later shell requests cannot pre-empt."""
+    engine = make_fake_engine(token_delay_s=0.01, lanes=3, n_ctx=2048, groups={"completion": 1, "shell": 1, "chat": 1})
+    engine.aging_s = 0.3
+    chat = await engine.generate(GenerationRequest(prompt="chat", max_tokens=200, priority=Priority.CHAT,
+                                                   lane_group="chat", stop_at_eos=False))
+    finished = asyncio.ensure_future(chat.result())
+    await asyncio.sleep(0.5)  # the chat has been running, not waiting
+    for name in ("s1", "s2"):
+        shell = await engine.complete(GenerationRequest(prompt=name, max_tokens=3, priority=Priority.SHELL,
+                                                        lane_group="shell", stop_at_eos=False))
+        assert shell.queue_ms < 150, (name, shell.queue_ms)  # pre-empted the chat: no wait for it to end
+        await asyncio.sleep(0.05)
+    assert not finished.done()
+    assert (await finished).preemptions == 2

@@ -616,3 +616,53 @@ async def test_on_delta_raising_cancels_the_job(fake):
 @pytest.mark.model
 async def test_on_delta_raising_cancels_the_job_with_the_real_model(real_engine):
     await check_on_delta_raising(real_engine, assistant_on(real_engine))
+
+
+async def test_shared_executor_threads_are_not_charged_to_a_plugin():
+    """A well-behaved async plugin that reads files with ``asyncio.to_thread`` starts workers of the
+    loop's shared executor: they are not its leak (on a 16-core machine the pool alone would pass
+    the per-plugin thread limit and block the plugin)."""
+    import asyncio
+    import concurrent.futures
+    import time as _time
+
+    from exlsp.plugins.guard import CallRecord, await_within
+
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=20))
+
+    async def provide():
+        await asyncio.gather(*(asyncio.to_thread(_time.sleep, 0.05) for _ in range(20)))
+        return []
+
+    record = CallRecord()
+    assert (await await_within(record, provide(), 5.0))[0] == []
+    assert record.live_threads() == 0
+
+
+async def test_a_chat_command_returning_garbage_is_blocked_and_the_chat_still_answers(real_engine, tmp_path):
+    """A slash command whose messages() returns a list of something else (dicts here) is blocked like
+    a wrong return type, and the chat is answered without it - not an internal error."""
+    from exlsp.plugins.api import ChatMessage, ChatQuery
+    from exlsp.plugins.assistant import Assistant
+    from exlsp.plugins.manager import PluginManager
+
+    (tmp_path / "badcmd.py").write_text(
+        "from exlsp.plugins import hookimpl\n"
+        "class Bad:\n"
+        "    name = 'bad'\n"
+        "    description = 'returns dicts'\n"
+        "    def messages(self, argument, query):\n"
+        "        return [{'role': 'user', 'content': argument}]\n"
+        "@hookimpl\n"
+        "def exlsp_register_chat_commands(register):\n"
+        "    register(Bad())\n"
+    )
+    manager = PluginManager(local_dirs=[tmp_path], entry_points=True)
+    manager.load()
+    assert next(p for p in manager.report() if p.name == "badcmd").status == "enabled"
+    assistant = Assistant(real_engine, manager)
+    answer = await assistant.chat(ChatQuery(messages=[ChatMessage("user", "/bad say hi")], max_tokens=4))
+    assert answer.stop_reason in ("length", "stop", "eos") and answer.stats is not None
+    bad = next(p for p in manager.report() if p.name == "badcmd")
+    assert bad.status == "blocked" and "other than ChatMessages" in bad.reason

@@ -681,6 +681,33 @@ async def test_http_chat_defuses_pasted_files(assistant, prompts):
     assert _turn_markers(assistant, prompts[0]) == _turn_markers(assistant, prompts[1])
 
 
+async def test_http_fill_in_the_middle_gets_none_of_the_users_files(assistant, prompts):
+    """docs/security.md, "HTTP API": the editors' recently edited files feed completion prompts (the
+    context ring); an HTTP client's fill-in-the-middle request - any local user, without a token -
+    gets none of them, and runs on the API's lanes, not the editors'."""
+    from exlsp.plugins.builtin.context import RING
+
+    secret = "SECRET_TOKEN_VALUE = 'zz-very-secret-771'"
+    path = "/home/someone/project/settings.py"
+    RING.add(path, "\n".join([secret, *(f"OPTION_{i} = {i}" for i in range(20))]) + "\n", cursor_line=0)
+    try:
+        detok = assistant.engine.tokenizer.decode
+        await assistant.complete(CompletionQuery(prefix="import os\nx = ", suffix="\n", path="/tmp/a.py", max_tokens=2))
+        assert secret in detok(prompts[-1])  # the editor path does use the ring: the check can fail
+        app = make_app(assistant, token=None)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1", timeout=60) as c:
+            r = await c.post("/v1/completions", json={"model": "exlsp", "prompt": "import os\nx = ", "suffix": "\n",
+                                                      "max_tokens": 2})
+            assert r.status_code == 200, r.text
+            assert secret not in detok(prompts[-1])
+            r = await c.post("/api/generate", json={"model": "exlsp", "prompt": "import os\nx = ", "suffix": "\n",
+                                                    "stream": False, "options": {"num_predict": 2}})
+            assert r.status_code == 200, r.text
+            assert secret not in detok(prompts[-1])
+    finally:
+        RING.remove(path)
+
+
 async def test_slash_commands_defuse_the_file_too(assistant):
     """docs/security.md: `/explain` on a file spelling turn markers must not forge a
     system turn (plain chat already defuses: tests/test_runtime_model.py)."""

@@ -11,115 +11,15 @@ local api = vim.api
 local uv = vim.uv or vim.loop
 
 local FILE = assert(os.getenv('EXLSP_E2E_FILE'), 'EXLSP_E2E_FILE not set')
-local RESULT = assert(os.getenv('EXLSP_E2E_RESULT'), 'EXLSP_E2E_RESULT not set')
-local STEP_MS = tonumber(os.getenv('EXLSP_E2E_STEP_MS') or '') or 20000
 local TYPED = ' n'
 
-local result = { steps = {}, requests = {}, progress = {}, elapsed_ms = {} }
-local done = false
-local t0 = uv.now()
-
-local function buf_text(bufnr)
-  return table.concat(api.nvim_buf_get_lines(bufnr, 0, -1, true), '\n')
-end
-
-local function finish()
-  if done then
-    return
-  end
-  done = true
-  result.messages = vim.fn.execute('messages')
-  result.log_file = vim.lsp.log.get_filename()
-  local f = assert(io.open(RESULT, 'w'))
-  f:write(vim.json.encode(result))
-  f:close()
-  vim.cmd('qa!')
-end
-
-local co ---@type thread
-
-local function resume()
-  if done or coroutine.status(co) ~= 'suspended' then
-    return
-  end
-  local ok, err = coroutine.resume(co)
-  if not ok then
-    result.error = tostring(err)
-    if not result.traceback then
-      result.traceback = debug.traceback(co)
-    end
-    finish()
-  end
-end
-
-local function sleep(ms)
-  vim.defer_fn(resume, ms)
-  coroutine.yield()
-end
-
---- Poll {pred} until it returns a truthy value (returned), or fail the step after {timeout} ms.
-local function wait(what, pred, timeout)
-  local deadline = uv.now() + (timeout or STEP_MS)
-  while true do
-    local ok, value = pcall(pred)
-    if ok and value then
-      return value
-    end
-    if uv.now() > deadline then
-      error(('timed out after %d ms waiting for: %s%s'):format(
-        timeout or STEP_MS,
-        what,
-        ok and '' or (' (last error: ' .. tostring(value) .. ')')
-      ), 0)
-    end
-    sleep(20)
-  end
-end
-
-local function step(name, data)
-  table.insert(result.steps, name)
-  result.elapsed_ms[name] = uv.now() - t0
-  if data ~= nil then
-    result[name] = data
-  end
-end
-
-local function status(client, bufnr)
-  local resp = client:request_sync('exlsp/status', {}, 5000, bufnr)
-  assert(resp, 'exlsp/status: no response (timeout)')
-  assert(not resp.err, 'exlsp/status: ' .. vim.inspect(resp.err))
-  return resp.result
-end
-
---- The inline completion's ghost text, read back from its extmark (the module keeps its
---- current item private; the extmark is what the user sees).
+local d = dofile(vim.fs.joinpath(vim.fs.dirname(debug.getinfo(1, 'S').source:sub(2)), '..', 'nvim_driver.lua'))
+local buf_text, wait, step, status, sleep = d.buf_text, d.wait, d.step, d.status, d.sleep
 local function ghost(bufnr)
-  local ns = api.nvim_get_namespaces()['nvim.lsp.inline_completion']
-  if not ns then
-    return nil
-  end
-  local marks = api.nvim_buf_get_extmarks(bufnr, ns, 0, -1, { details = true })
-  for _, mark in ipairs(marks) do
-    local d = mark[4]
-    if d.virt_text and d.virt_text[1] then
-      local lines = { d.virt_text[1][1] }
-      for _, vl in ipairs(d.virt_lines or {}) do
-        table.insert(lines, vl[1] and vl[1][1] or '')
-      end
-      return { row = mark[2], col = mark[3], pos = d.virt_text_pos, text = table.concat(lines, '\n') }
-    end
-  end
-  return nil
+  return d.ghost(bufnr, { 'nvim.lsp.inline_completion' })
 end
-
-local function pending(client, method)
-  for _, req in pairs(client.requests or {}) do
-    if req.type == 'pending' and (method == nil or req.method == method) then
-      return true
-    end
-  end
-  return false
-end
+local pending = d.pending
+local result = { steps = {}, requests = {}, progress = {}, elapsed_ms = {} }
 
 local function scenario()
   assert(vim.lsp.inline_completion, 'this Neovim has no vim.lsp.inline_completion (needs 0.12)')
@@ -276,20 +176,4 @@ local function scenario()
   step('done')
 end
 
-co = coroutine.create(function()
-  local ok, err = xpcall(scenario, debug.traceback)
-  if not ok then
-    result.error = tostring(err)
-  end
-  finish()
-end)
-
--- a last resort: never hang the test
-vim.defer_fn(function()
-  if not done then
-    result.error = 'global watchdog: scenario did not finish in time'
-    finish()
-  end
-end, tonumber(os.getenv('EXLSP_E2E_WATCHDOG_MS') or '') or 75000)
-
-vim.schedule(resume)
+d.start(result, scenario)

@@ -15,108 +15,16 @@ local uv = vim.uv or vim.loop
 
 local CMD = vim.json.decode((assert(os.getenv('EXLSP_E2E_CMD'), 'EXLSP_E2E_CMD not set')))
 local FILE = assert(os.getenv('EXLSP_E2E_FILE'), 'EXLSP_E2E_FILE not set')
-local RESULT = assert(os.getenv('EXLSP_E2E_RESULT'), 'EXLSP_E2E_RESULT not set')
 local INLINE = os.getenv('EXLSP_E2E_INLINE') or 'auto'
 local PARTS = os.getenv('EXLSP_E2E_PARTS') or 'all'
-local STEP_MS = tonumber(os.getenv('EXLSP_E2E_STEP_MS') or '') or 20000
 
-local result = { steps = {}, requests = {}, notifications = {}, elapsed_ms = {} }
-local done = false
-local t0 = uv.now()
-
-local function buf_text(bufnr)
-  return table.concat(api.nvim_buf_get_lines(bufnr, 0, -1, true), '\n')
-end
-
-local function finish()
-  if done then
-    return
-  end
-  done = true
-  result.messages = vim.fn.execute('messages')
-  result.log_file = vim.lsp.log.get_filename()
-  local f = assert(io.open(RESULT, 'w'))
-  f:write(vim.json.encode(result))
-  f:close()
-  vim.cmd('qa!')
-end
-
-local co ---@type thread
-
-local function resume()
-  if done or coroutine.status(co) ~= 'suspended' then
-    return
-  end
-  local ok, err = coroutine.resume(co)
-  if not ok then
-    result.error = tostring(err)
-    finish()
-  end
-end
-
-local function sleep(ms)
-  vim.defer_fn(resume, ms)
-  coroutine.yield()
-end
-
-local function wait(what, pred, timeout)
-  local deadline = uv.now() + (timeout or STEP_MS)
-  while true do
-    local ok, value = pcall(pred)
-    if ok and value then
-      return value
-    end
-    if uv.now() > deadline then
-      error(('timed out after %d ms waiting for: %s%s'):format(
-        timeout or STEP_MS, what, ok and '' or (' (last error: ' .. tostring(value) .. ')')), 0)
-    end
-    sleep(20)
-  end
-end
-
-local function step(name, data)
-  table.insert(result.steps, name)
-  result.elapsed_ms[name] = uv.now() - t0
-  if data ~= nil then
-    result[name] = data
-  end
-end
-
-local function status(client, bufnr)
-  local resp = client:request_sync('exlsp/status', {}, 5000, bufnr)
-  assert(resp, 'exlsp/status: no response (timeout)')
-  assert(not resp.err, 'exlsp/status: ' .. vim.inspect(resp.err))
-  return resp.result
-end
-
---- The ghost text at the cursor, from the native module's or the plugin's extmarks.
+local d = dofile(vim.fs.joinpath(vim.fs.dirname(debug.getinfo(1, 'S').source:sub(2)), '..', 'nvim_driver.lua'))
+local buf_text, wait, step, status, sleep = d.buf_text, d.wait, d.step, d.status, d.sleep
 local function ghost(bufnr)
-  for _, name in ipairs({ 'nvim.lsp.inline_completion', 'exlsp.ghost' }) do
-    local ns = api.nvim_get_namespaces()[name]
-    if ns then
-      for _, mark in ipairs(api.nvim_buf_get_extmarks(bufnr, ns, 0, -1, { details = true })) do
-        local d = mark[4]
-        if d.virt_text and d.virt_text[1] then
-          local lines = { d.virt_text[1][1] }
-          for _, vl in ipairs(d.virt_lines or {}) do
-            table.insert(lines, vl[1] and vl[1][1] or '')
-          end
-          return { ns = name, row = mark[2], col = mark[3], text = table.concat(lines, '\n') }
-        end
-      end
-    end
-  end
-  return nil
+  return d.ghost(bufnr, { 'nvim.lsp.inline_completion', 'exlsp.ghost' })
 end
-
-local function pending(client)
-  for _, req in pairs(client.requests or {}) do
-    if req.type == 'pending' then
-      return true
-    end
-  end
-  return false
-end
+local pending = d.pending
+local result = { steps = {}, requests = {}, notifications = {}, elapsed_ms = {} }
 
 local function by_kind(st, kind)
   return (st.accepted_by_kind or {})[kind] or 0
@@ -495,19 +403,4 @@ local function scenario()
   step('done')
 end
 
-co = coroutine.create(function()
-  local ok, err = xpcall(scenario, debug.traceback)
-  if not ok then
-    result.error = tostring(err)
-  end
-  finish()
-end)
-
-vim.defer_fn(function()
-  if not done then
-    result.error = 'global watchdog: scenario did not finish in time'
-    finish()
-  end
-end, tonumber(os.getenv('EXLSP_E2E_WATCHDOG_MS') or '') or 75000)
-
-vim.schedule(resume)
+d.start(result, scenario)
